@@ -1,0 +1,41 @@
+# Écoute — `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create the virtualenv and install Écoute with pinned versions
+
+kafka-jars: ## fetch Apache Kafka (KRaft) and its dependencies from Maven into deploy/kafka/lib
+	$(PYTHON) -m ecoute.brokers fetch
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) kafka-jars lint ## lint, then the whole test suite against a real Kafka broker
+	$(BIN)/pytest -p no:cacheprovider
+
+run: $(STAMP) ## start the demo: embedded broker, ingest, analyzer, API, simulated mentions
+	$(BIN)/ecoute run --demo
+
+bench: $(STAMP) ## analyzer throughput vs a scoring-only loop (see BENCHMARKS.md)
+	$(BIN)/python bench/analyzer_throughput.py
+
+format: $(STAMP) ## format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: help venv kafka-jars lint test run bench format

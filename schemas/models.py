@@ -1,0 +1,200 @@
+"""Pydantic models of Écoute's Kafka messages (mention/1, scored-mention/1, kpi-partial/1, kpi/1, alert/1).
+
+Messages are JSON serialised with orjson (`dump`), and read back with pydantic's JSON parser
+(`load`), which names the offending field when a message is refused. The JSON Schema files next to
+this module are exported from these models by `python -m schemas.export` and checked by the tests.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+SOURCES = ("rss", "reddit", "mastodon", "bluesky", "hackernews", "webhook", "simulate", "replay")
+Source = Literal["rss", "reddit", "mastodon", "bluesky", "hackernews", "webhook", "simulate", "replay"]
+SentimentLabel = Literal["positive", "neutral", "negative", "unscored"]
+KpiWindow = Literal["1m", "1h", "1d"]
+AlertKind = Literal["volume_spike", "volume_drop", "negative_surge", "influencer", "keyword", "sentiment_drop"]
+Severity = Literal["info", "warning", "critical"]
+
+MAX_TEXT_CHARS = 100_000
+
+
+def _as_utc(value: datetime) -> datetime:
+    # A naive timestamp is taken as UTC; an aware one is converted so every message speaks UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+Count = Annotated[StrictInt, Field(ge=0)]
+ShortStr = Annotated[StrictStr, Field(max_length=2048)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=False)
+
+
+class Author(_Message):
+    id: ShortStr | None = None
+    handle: ShortStr | None = None
+    name: ShortStr | None = None
+    followers: Count | None = None
+    url: ShortStr | None = None
+
+
+class Engagement(_Message):
+    likes: Count = 0
+    shares: Count = 0
+    comments: Count = 0
+    views: Count = 0
+
+
+class Mention(_Message):
+    """mention/1: one piece of conversation found on a source."""
+
+    schema_: Literal["mention/1"] = Field("mention/1", alias="schema")
+    id: Annotated[StrictStr, Field(min_length=1, max_length=512)]
+    source: Source = "webhook"
+    url: ShortStr | None = None
+    site: ShortStr | None = None
+    published_at: UtcDatetime = Field(default_factory=utc_now)
+    fetched_at: UtcDatetime = Field(default_factory=utc_now)
+    author: Author = Field(default_factory=Author)
+    title: Annotated[StrictStr, Field(max_length=4096)] | None = None
+    text: Annotated[StrictStr, Field(max_length=MAX_TEXT_CHARS)]
+    lang: Annotated[StrictStr, Field(pattern=r"^[a-z]{2}$")] | None = None
+    thread_id: ShortStr | None = None
+    parent_id: ShortStr | None = None
+    engagement: Engagement = Field(default_factory=Engagement)
+    query: ShortStr | None = None
+
+
+class Sentiment(_Message):
+    compound: StrictFloat | StrictInt
+    pos: StrictFloat | StrictInt
+    neu: StrictFloat | StrictInt
+    neg: StrictFloat | StrictInt
+    label: SentimentLabel
+
+
+class ScoredMention(Mention):
+    """scored-mention/1: a mention as seen for one matched brand."""
+
+    schema_: Literal["scored-mention/1"] = Field("scored-mention/1", alias="schema")  # type: ignore[assignment]
+    brand: StrictStr
+    sentiment: Sentiment
+    topics: list[StrictStr] = Field(default_factory=list)
+    matched: list[StrictStr] = Field(default_factory=list)
+    reach: Count = 0
+    scored_at: UtcDatetime = Field(default_factory=utc_now)
+
+
+class KpiEngagement(_Message):
+    likes: Count = 0
+    shares: Count = 0
+    comments: Count = 0
+
+
+class KpiCounters(_Message):
+    """The counters shared by kpi-partial/1 and kpi/1; all of them add up across partials."""
+
+    mentions: Count = 0
+    positive: Count = 0
+    neutral: Count = 0
+    negative: Count = 0
+    unscored: Count = 0
+    sentiment_sum: StrictFloat | StrictInt = 0.0
+    engagement: KpiEngagement = Field(default_factory=KpiEngagement)
+    reach: Count = 0
+    unique_authors: Count = 0
+    topics: dict[str, Count] = Field(default_factory=dict)
+    sources: dict[str, Count] = Field(default_factory=dict)
+
+
+class Origin(_Message):
+    partition: Count
+    first_offset: Count
+    last_offset: Count
+
+
+class KpiPartial(KpiCounters):
+    """kpi-partial/1: one stage-1 batch's counters for one (brand, minute)."""
+
+    schema_: Literal["kpi-partial/1"] = Field("kpi-partial/1", alias="schema")
+    brand: StrictStr
+    bucket: UtcDatetime
+    authors: list[StrictStr] = Field(default_factory=list, description="distinct author ids seen in this partial")
+    origin: Origin
+
+
+class Kpi(KpiCounters):
+    """kpi/1: a brand's totals for one tumbling window."""
+
+    schema_: Literal["kpi/1"] = Field("kpi/1", alias="schema")
+    brand: StrictStr
+    window: KpiWindow
+    start: UtcDatetime
+    end: UtcDatetime
+    updated_at: UtcDatetime = Field(default_factory=utc_now)
+
+
+class AlertWindow(_Message):
+    start: UtcDatetime
+    end: UtcDatetime
+
+
+class Evidence(_Message):
+    terms: list[StrictStr] = Field(default_factory=list)
+    topics: list[StrictStr] = Field(default_factory=list)
+    authors: list[StrictStr] = Field(default_factory=list)
+    sample_mentions: list[StrictStr] = Field(default_factory=list)
+
+
+class Alert(_Message):
+    """alert/1: something a community manager should look at now."""
+
+    schema_: Literal["alert/1"] = Field("alert/1", alias="schema")
+    id: StrictStr
+    brand: StrictStr
+    kind: AlertKind
+    severity: Severity
+    window: AlertWindow
+    observed: StrictFloat | StrictInt
+    baseline: StrictFloat | StrictInt
+    threshold: StrictFloat | StrictInt
+    message: StrictStr
+    evidence: Evidence = Field(default_factory=Evidence)
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def dump(message: BaseModel) -> bytes:
+    """Serialise a message to JSON bytes with orjson (RFC 3339 timestamps, `schema` by its alias)."""
+    return orjson.dumps(message.model_dump(by_alias=True))
+
+
+def to_dict(message: BaseModel) -> dict[str, Any]:
+    return message.model_dump(by_alias=True, mode="json")
+
+
+def load(model: type[M], raw: bytes | str) -> M:
+    """Parse and validate JSON bytes; raises pydantic.ValidationError naming the bad field."""
+    return model.model_validate_json(raw)
+
+
+MESSAGE_MODELS: dict[str, type[BaseModel]] = {
+    "mention.v1": Mention,
+    "scored-mention.v1": ScoredMention,
+    "kpi-partial.v1": KpiPartial,
+    "kpi.v1": Kpi,
+    "alert.v1": Alert,
+}

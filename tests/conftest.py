@@ -1,0 +1,40 @@
+"""Session fixtures: one real Apache Kafka broker (KRaft) for the whole run, unique names per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ecoute.brokers import KafkaCluster
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaCluster]:
+    """A single-node Apache Kafka 4.x on a free loopback port, started once per test session."""
+    cluster = KafkaCluster(size=1).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def bootstrap(kafka: KafkaCluster) -> str:
+    return kafka.bootstrap_servers
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A fresh prefix, so each test has topics (and consumer groups) of its own."""
+    return f"test-{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drop ECOUTE_* variables of the developer's shell so settings come only from the test."""
+    for name in list(os.environ):
+        if name.startswith("ECOUTE_"):
+            monkeypatch.delenv(name, raising=False)
