@@ -145,7 +145,7 @@ class KafkaCluster:
                         f"transaction.state.log.min.isr={1 if self.size == 1 else 2}",
                         "transaction.state.log.num.partitions=4",
                         "group.initial.rebalance.delay.ms=0",
-                        "auto.create.topics.enable=true",
+                        "auto.create.topics.enable=false",
                         "log.flush.interval.messages=9223372036854775807",
                         "",
                     ]

@@ -131,6 +131,7 @@ class KpiPartial(KpiCounters):
     brand: StrictStr
     bucket: UtcDatetime
     authors: list[StrictStr] = Field(default_factory=list, description="distinct author ids seen in this partial")
+    samples: list[StrictStr] = Field(default_factory=list, description="a few mention URLs, evidence for alerts")
     origin: Origin
 
 

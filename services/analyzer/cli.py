@@ -1,0 +1,44 @@
+"""`ecoute analyzer`: run the Faust worker (both stages) until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+import faust
+from prometheus_client import CollectorRegistry, start_http_server
+
+from schemas import Topics, ensure_topics, load_config
+from services.analyzer.app import create_app
+from services.analyzer.settings import build_settings
+
+logger = logging.getLogger(__name__)
+
+_FAUST_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "crit"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ecoute analyzer", description="score mentions and keep KPI tables")
+    parser.parse_args(argv)
+    settings = build_settings()
+    config = load_config(settings.config)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(
+        ensure_topics(settings.bootstrap, Topics(settings.topic_prefix), settings.partitions, settings.replication_factor)
+    )
+    registry = CollectorRegistry()
+    app, _ = create_app(settings, config, registry)
+    if settings.analyzer_metrics_port:
+        start_http_server(settings.analyzer_metrics_port, settings.analyzer_metrics_host, registry=registry)
+        logger.info("analyzer metrics at http://%s:%d/metrics", settings.analyzer_metrics_host, settings.analyzer_metrics_port)
+    worker = faust.Worker(
+        app,
+        loop=loop,
+        loglevel=_FAUST_LEVELS.get(settings.log_level.upper(), "info"),
+        quiet=True,
+        redirect_stdouts=False,
+    )
+    worker.execute_from_commandline()  # returns only through SystemExit when the worker stops
+    return 0

@@ -1,0 +1,186 @@
+"""KPI arithmetic, free of any framework: stage 1 combines a batch of scored mentions into
+per-(brand, minute) partials; stage 2 folds partials into tumbling 1m/1h/1d windows, skipping a
+partial it has already applied (recognised by its origin), so replays never double-count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+WINDOW_SECONDS: dict[str, int] = {"1m": 60, "1h": 3600, "1d": 86400}
+SAMPLES_PER_BUCKET = 5
+
+
+def epoch(ts: datetime) -> int:
+    return int(ts.timestamp())
+
+
+def from_epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def window_start(seconds: int, window: str) -> int:
+    """Start (epoch seconds) of the tumbling window of size `window` that holds `seconds`."""
+    size = WINDOW_SECONDS[window]
+    return seconds - seconds % size
+
+
+def new_counters() -> dict[str, Any]:
+    return {
+        "mentions": 0,
+        "positive": 0,
+        "neutral": 0,
+        "negative": 0,
+        "unscored": 0,
+        "sentiment_sum": 0.0,
+        "engagement": {"likes": 0, "shares": 0, "comments": 0},
+        "reach": 0,
+        "topics": {},
+        "sources": {},
+    }
+
+
+def _add_counts(into: dict[str, int], more: dict[str, int]) -> None:
+    for name, n in more.items():
+        into[name] = into.get(name, 0) + n
+
+
+def add_counters(into: dict[str, Any], more: dict[str, Any]) -> None:
+    """Add every counter of `more` to `into` (both shaped like `new_counters()`)."""
+    for name in ("mentions", "positive", "neutral", "negative", "unscored", "reach"):
+        into[name] += more.get(name, 0)
+    into["sentiment_sum"] = round(into["sentiment_sum"] + more.get("sentiment_sum", 0.0), 6)
+    _add_counts(into["engagement"], more.get("engagement", {}))
+    _add_counts(into["topics"], more.get("topics", {}))
+    _add_counts(into["sources"], more.get("sources", {}))
+
+
+@dataclass
+class PartialBuilder:
+    """Counters of one (brand, minute) over one stage-1 batch of one input partition."""
+
+    brand: str
+    bucket: int
+    partition: int
+    first_offset: int
+    last_offset: int
+    counters: dict[str, Any] = field(default_factory=new_counters)
+    authors: set[str] = field(default_factory=set)
+    samples: list[str] = field(default_factory=list)
+
+    def add(self, scored: dict[str, Any]) -> None:
+        c = self.counters
+        c["mentions"] += 1
+        sentiment = scored["sentiment"]
+        c[sentiment["label"]] += 1
+        if sentiment["label"] != "unscored":
+            c["sentiment_sum"] = round(c["sentiment_sum"] + sentiment["compound"], 6)
+        engagement = scored["engagement"]
+        for name in ("likes", "shares", "comments"):
+            c["engagement"][name] += engagement.get(name, 0)
+        c["reach"] += scored["reach"]
+        for topic in scored["topics"]:
+            c["topics"][topic] = c["topics"].get(topic, 0) + 1
+        c["sources"][scored["source"]] = c["sources"].get(scored["source"], 0) + 1
+        author = scored["author"]
+        author_id = author.get("id") or author.get("handle")
+        if author_id:
+            self.authors.add(author_id)
+        if scored.get("url") and len(self.samples) < SAMPLES_PER_BUCKET:
+            self.samples.append(scored["url"])
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "schema": "kpi-partial/1",
+            "brand": self.brand,
+            "bucket": from_epoch(self.bucket),
+            **self.counters,
+            "unique_authors": len(self.authors),
+            "authors": sorted(self.authors),
+            "samples": self.samples,
+            "origin": {"partition": self.partition, "first_offset": self.first_offset, "last_offset": self.last_offset},
+        }
+
+
+def combine_partials(
+    scored: Iterable[tuple[int, dict[str, Any]]], offsets: dict[int, tuple[int, int]]
+) -> list[dict[str, Any]]:
+    """Combine (partition, scored-mention) pairs of one batch into kpi-partial/1 records.
+
+    `offsets` gives, per input partition, the first and last offset of the batch: a partial's origin
+    is the whole input range it summarises, so stage 2 can recognise it when it comes again.
+    """
+    builders: dict[tuple[str, int, int], PartialBuilder] = {}
+    for partition, record in scored:
+        minute = window_start(epoch(record["published_at"]), "1m")
+        key = (record["brand"], minute, partition)
+        builder = builders.get(key)
+        if builder is None:
+            first, last = offsets[partition]
+            builder = builders[key] = PartialBuilder(record["brand"], minute, partition, first, last)
+        builder.add(record)
+    return [b.to_record() for b in builders.values()]
+
+
+# --- stage 2 -------------------------------------------------------------------------------------
+
+
+def is_replay(applied: dict[str, Any], partial: dict[str, Any]) -> bool:
+    """Has this brand already applied `partial`? `applied` maps input partition → [last_offset, [buckets]].
+
+    Stage 1 reads each partition in order and one batch's partials share its offset range, so a
+    partial is new iff its range ends after the last one applied, or ends there for a new bucket.
+    """
+    origin = partial["origin"]
+    seen = applied.get(str(origin["partition"]))
+    if seen is None:
+        return False
+    last_offset, buckets = seen
+    if origin["last_offset"] < last_offset:
+        return True
+    return origin["last_offset"] == last_offset and partial["bucket_epoch"] in buckets
+
+
+def mark_applied(applied: dict[str, Any], partial: dict[str, Any]) -> None:
+    origin = partial["origin"]
+    key = str(origin["partition"])
+    seen = applied.get(key)
+    if seen is None or seen[0] != origin["last_offset"]:
+        applied[key] = [origin["last_offset"], [partial["bucket_epoch"]]]
+    else:
+        seen[1].append(partial["bucket_epoch"])
+
+
+def new_bucket() -> dict[str, Any]:
+    return {**new_counters(), "authors": [], "samples": []}
+
+
+def fold_partial(bucket: dict[str, Any], partial: dict[str, Any]) -> None:
+    """Add a partial's counters, authors and samples to one window bucket (in place)."""
+    add_counters(bucket, partial)
+    if partial.get("authors"):
+        bucket["authors"] = sorted(set(bucket["authors"]).union(partial["authors"]))
+    room = SAMPLES_PER_BUCKET - len(bucket["samples"])
+    if room > 0:
+        bucket["samples"].extend(partial.get("samples", [])[:room])
+
+
+def bucket_key(brand: str, window: str, start: int) -> str:
+    return f"{brand}|{window}|{start}"
+
+
+def to_kpi(brand: str, window: str, start: int, bucket: dict[str, Any], updated_at: datetime) -> dict[str, Any]:
+    """A window bucket as a kpi/1 record."""
+    return {
+        "schema": "kpi/1",
+        "brand": brand,
+        "window": window,
+        "start": from_epoch(start),
+        "end": from_epoch(start + WINDOW_SECONDS[window]),
+        **{name: bucket[name] for name in new_counters()},
+        "unique_authors": len(bucket["authors"]),
+        "updated_at": updated_at,
+    }

@@ -1,0 +1,27 @@
+"""Analyzer settings (environment, prefix ECOUTE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from schemas import CommonSettings
+
+
+class AnalyzerSettings(CommonSettings):
+    # Faust application id: the consumer group and the prefix of its changelog topics.
+    analyzer_app_id: str = "ecoute-analyzer"
+    analyzer_metrics_host: str = "127.0.0.1"
+    analyzer_metrics_port: int = Field(8002, ge=0, le=65535)
+    # A stage handles up to this many records at once, or what arrived within batch_within seconds.
+    analyzer_batch_size: int = Field(1000, ge=1, le=100_000)
+    analyzer_batch_within: float = Field(0.2, gt=0, le=10)
+    # memory:// rebuilds tables from their changelog topics at start; rocksdb:// keeps them on disk.
+    analyzer_store: Literal["memory://", "rocksdb://"] = "memory://"
+    analyzer_data_dir: Path = Path("data/analyzer")
+
+
+def build_settings(**overrides: Any) -> AnalyzerSettings:
+    return AnalyzerSettings(**overrides)
