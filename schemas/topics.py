@@ -97,10 +97,25 @@ async def ensure_topics(
             if name not in existing
         ]
         if wanted:
-            try:
-                await admin.create_topics(wanted)
-                logger.info("created topics %s", ", ".join(t.name for t in wanted))
-            except TopicAlreadyExistsError:
-                pass
+            response = await admin.create_topics(wanted)
+            for name, code, message in response.topic_errors:
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise RuntimeError(f"could not create topic {name}: error {code} {message}")
+            logger.info("created topics %s", ", ".join(t.name for t in wanted))
+        await _wait_for_leaders(admin, topics.all(), deadline)
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], deadline: float) -> None:
+    """New topics refuse writes until every partition has a leader: wait for that, not for luck."""
+    loop = asyncio.get_running_loop()
+    while True:
+        described = await admin.describe_topics(names)
+        if all(
+            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described
+        ):
+            return
+        if loop.time() > deadline:
+            raise RuntimeError(f"topics {names} have no leader yet; is the Kafka cluster healthy?")
+        await asyncio.sleep(0.2)

@@ -100,3 +100,54 @@ class ServiceProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Produce (key, value) pairs and wait until the broker acknowledged all of them."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_all(bootstrap: str, topic: str, idle_ms: int = 500) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    """Every record now in `topic` (all partitions, from the beginning), as (key, value, headers)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()  # a topic created moments ago
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        deadline = time.monotonic() + 30
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end within 30 s")
+            batch = await consumer.getmany(timeout_ms=idle_ms)
+            for messages in batch.values():
+                out.extend((m.key, m.value, list(m.headers)) for m in messages)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def latest_by_key(bootstrap: str, topic: str) -> dict[bytes | None, bytes | None]:
+    """The newest value of every key in `topic` (what a compacted topic converges to)."""
+    return {key: value for key, value, _ in await read_all(bootstrap, topic)}

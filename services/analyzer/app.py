@@ -77,6 +77,8 @@ def create_app(
         value_serializer="json",
         producer_acks=-1,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.analyzer_session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.analyzer_session_timeout / 3),
         stream_buffer_maxsize=max(4096, settings.analyzer_batch_size * 2),
     )
     raw_topic = app.topic(

@@ -21,6 +21,9 @@ class AnalyzerSettings(CommonSettings):
     # memory:// rebuilds tables from their changelog topics at start; rocksdb:// keeps them on disk.
     analyzer_store: Literal["memory://", "rocksdb://"] = "memory://"
     analyzer_data_dir: Path = Path("data/analyzer")
+    # How long the group waits for a silent worker before handing its partitions to the others: a
+    # worker killed without a goodbye stalls its partitions this long.
+    analyzer_session_timeout: float = Field(30.0, ge=6, le=300)
 
 
 def build_settings(**overrides: Any) -> AnalyzerSettings:
