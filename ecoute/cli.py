@@ -139,7 +139,9 @@ def run(argv: list[str]) -> int:
         if not env.get("ECOUTE_KAFKA_BOOTSTRAP_SERVERS"):
             broker = TansuBroker().start()
             env["ECOUTE_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-            logger.info("embedded broker (Tansu, memory only: nothing is kept across restarts) at %s", broker.bootstrap_servers)
+            logger.info(
+                "embedded broker (Tansu, memory only: nothing is kept across restarts) at %s", broker.bootstrap_servers
+            )
         for name in SERVICES:
             supervisor.start(name)
         ingest_url = f"http://{env.get('ECOUTE_INGEST_HOST', '127.0.0.1')}:{env.get('ECOUTE_INGEST_PORT', '8001')}"

@@ -2,6 +2,7 @@
 
 from schemas.config import ConfigError, EcouteConfig, load_config, parse_duration
 from schemas.models import (
+    AccountMetric,
     Alert,
     Kpi,
     KpiCounters,
@@ -18,6 +19,7 @@ from schemas.settings import CommonSettings
 from schemas.topics import Topics, ensure_topics
 
 __all__ = [
+    "AccountMetric",
     "Alert",
     "CommonSettings",
     "ConfigError",

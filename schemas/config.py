@@ -70,9 +70,9 @@ class InfluencerRule(_Section):
 
 class AlertsConfig(_Section):
     model_config = ConfigDict(extra="allow", frozen=True)
-    volume_spike: VolumeSpikeRule = Field(default_factory=VolumeSpikeRule)
+    volume_spike: VolumeSpikeRule = Field(default_factory=lambda: VolumeSpikeRule())
     keywords: KeywordRule = Field(default_factory=KeywordRule)
-    influencer: InfluencerRule = Field(default_factory=InfluencerRule)
+    influencer: InfluencerRule = Field(default_factory=lambda: InfluencerRule())
 
 
 class FetchConfig(_Section):

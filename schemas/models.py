@@ -7,6 +7,7 @@ this module are exported from these models by `python -m schemas.export` and che
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -175,6 +176,35 @@ class Alert(_Message):
     created_at: UtcDatetime = Field(default_factory=utc_now)
 
 
+def _finite(value: float) -> float:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Name = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[^|\s][^|]*$")]
+
+
+class AccountMetric(BaseModel):
+    """account-metric/1: one reading of an account's number (followers, subscribers, inbound links…).
+
+    Keyed `brand|platform|metric` on the compacted metrics.accounts topic, so `|` is not allowed in the parts.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    schema_: Literal["account-metric/1"] = Field("account-metric/1", alias="schema")
+    brand: Name
+    platform: Name
+    metric: Name
+    value: Annotated[StrictInt | StrictFloat, AfterValidator(_finite)]
+    at: UtcDatetime = Field(default_factory=utc_now)
+
+    @property
+    def key(self) -> str:
+        return f"{self.brand}|{self.platform}|{self.metric}"
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -198,4 +228,5 @@ MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "kpi-partial.v1": KpiPartial,
     "kpi.v1": Kpi,
     "alert.v1": Alert,
+    "account-metric.v1": AccountMetric,
 }

@@ -70,8 +70,11 @@ class Topics:
 
 async def ensure_topics(
     bootstrap: str, topics: Topics, partitions: int, replication: int = 1, timeout: float = 60.0
-) -> None:
-    """Create every Écoute topic that is missing; waits for the broker up to `timeout` seconds."""
+) -> dict[str, int]:
+    """Create every Écoute topic that is missing; waits for the broker up to `timeout` seconds.
+
+    Returns the partition count of every topic, so callers can check co-partitioning.
+    """
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
@@ -102,20 +105,21 @@ async def ensure_topics(
                 if code not in (0, TopicAlreadyExistsError.errno):
                     raise RuntimeError(f"could not create topic {name}: error {code} {message}")
             logger.info("created topics %s", ", ".join(t.name for t in wanted))
-        await _wait_for_leaders(admin, topics.all(), deadline)
+        return await _wait_for_leaders(admin, topics.all(), deadline)
     finally:
         await admin.close()
 
 
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], deadline: float) -> None:
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], deadline: float) -> dict[str, int]:
     """New topics refuse writes until every partition has a leader: wait for that, not for luck."""
     loop = asyncio.get_running_loop()
     while True:
         described = await admin.describe_topics(names)
         if all(
-            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described
+            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
         ):
-            return
+            return {t["topic"]: len(t["partitions"]) for t in described}
         if loop.time() > deadline:
             raise RuntimeError(f"topics {names} have no leader yet; is the Kafka cluster healthy?")
         await asyncio.sleep(0.2)

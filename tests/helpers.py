@@ -30,7 +30,9 @@ def wait_until(condition: Callable[[], T], timeout: float, interval: float = 0.2
         except Exception as exc:  # the service may not be up yet
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}, last error {last_error!r}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}; last value {last!r}, last error {last_error!r}"
+    )
 
 
 async def async_wait_until(
@@ -115,7 +117,9 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, 
         await producer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, idle_ms: int = 500) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+async def read_all(
+    bootstrap: str, topic: str, idle_ms: int = 500
+) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
     """Every record now in `topic` (all partitions, from the beginning), as (key, value, headers)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -134,6 +138,7 @@ async def read_all(bootstrap: str, topic: str, idle_ms: int = 500) -> list[tuple
         ends = await consumer.end_offsets(tps)
         out: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
         deadline = time.monotonic() + 30
+
         async def behind() -> bool:
             return any([await consumer.position(tp) < ends[tp] for tp in tps])
 

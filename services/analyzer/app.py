@@ -19,7 +19,7 @@ from typing import Any
 import faust
 import orjson
 from faust.streams import _current_event
-from faust.types import EventT, TP
+from faust.types import EventT
 from prometheus_client import CollectorRegistry
 
 from schemas import EcouteConfig, Topics
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def event_context(event: EventT) -> Iterator[None]:
+def event_context(event: EventT[Any]) -> Iterator[None]:
     """Make `event` the current one, so table writes go to its partition's changelog.
 
     Faust takes the changelog partition from the current event; in a batch we write once per key
@@ -96,21 +96,19 @@ def create_app(
     async def send(topic: str, key: bytes | None, value: bytes, headers: Any = None) -> Awaitable[Any]:
         return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=headers)
 
-    async def dead_letter(topic: str, event: EventT, reason: str) -> Awaitable[Any]:
+    async def dead_letter(topic: str, event: EventT[Any], reason: str) -> Awaitable[Any]:
         message = event.message
-        logger.warning(
-            "dead-lettering %s[%d]@%d: %s", topic, message.partition, message.offset, reason
-        )
+        logger.warning("dead-lettering %s[%d]@%d: %s", topic, message.partition, message.offset, reason)
         metrics.dlq.labels(topic, _reason_class(reason)).inc()
         headers = _dlq_headers(reason, topic, message.partition, message.offset)
         return await send(topics.mentions_dlq, message.key, message.value or b"", headers)
 
     @app.agent(raw_topic, name="stage1-score")
-    async def score_mentions(stream: faust.StreamT[bytes]) -> None:
+    async def score_mentions(stream: Any) -> None:  # a faust Stream; StreamT lacks take_events
         async for events in stream.take_events(settings.analyzer_batch_size, settings.analyzer_batch_within):
             await _stage1_batch(events)
 
-    async def _stage1_batch(events: Sequence[EventT]) -> None:
+    async def _stage1_batch(events: Sequence[EventT[Any]]) -> None:
         records = [RawRecord(e.message.partition, e.message.offset, e.message.key, e.message.value) for e in events]
         result = stage1.process(records, seen.__contains__)
         pending: list[Awaitable[Any]] = []
@@ -136,13 +134,13 @@ def create_app(
             metrics.brand_mentions.labels(brand, label).inc(n)
 
     @app.agent(partials_topic, name="stage2-kpis")
-    async def fold_kpis(stream: faust.StreamT[bytes]) -> None:
+    async def fold_kpis(stream: Any) -> None:
         async for events in stream.take_events(settings.analyzer_batch_size, settings.analyzer_batch_within):
             await _stage2_batch(events)
 
-    async def _stage2_batch(events: Sequence[EventT]) -> None:
+    async def _stage2_batch(events: Sequence[EventT[Any]]) -> None:
         pending: list[Awaitable[Any]] = []
-        by_brand: dict[str, list[tuple[EventT, dict[str, Any]]]] = {}
+        by_brand: dict[str, list[tuple[EventT[Any], dict[str, Any]]]] = {}
         for event in events:
             try:
                 partial = parse_partial(event.message.value or b"")
@@ -177,5 +175,4 @@ def create_app(
             if position is not None and highwater is not None:
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
-    _ = TP  # re-exported type kept for readers of the lag timer
     return app, metrics

@@ -25,14 +25,29 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(settings.config)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(
-        ensure_topics(settings.bootstrap, Topics(settings.topic_prefix), settings.partitions, settings.replication_factor)
+    topics = Topics(settings.topic_prefix)
+    counts = loop.run_until_complete(
+        ensure_topics(settings.bootstrap, topics, settings.partitions, settings.replication_factor)
     )
+    for name in (topics.mentions_raw, topics.kpi_partials):
+        if counts.get(name, settings.partitions) != settings.partitions:
+            # Faust tables must have as many partitions as their input topic (co-partitioning).
+            logger.error(
+                "topic %s has %d partitions but ECOUTE_PARTITIONS=%d: set ECOUTE_PARTITIONS=%d",
+                name,
+                counts[name],
+                settings.partitions,
+                counts[name],
+            )
+            return 2
+    settings.analyzer_data_dir.mkdir(parents=True, exist_ok=True)
     registry = CollectorRegistry()
     app, _ = create_app(settings, config, registry)
     if settings.analyzer_metrics_port:
         start_http_server(settings.analyzer_metrics_port, settings.analyzer_metrics_host, registry=registry)
-        logger.info("analyzer metrics at http://%s:%d/metrics", settings.analyzer_metrics_host, settings.analyzer_metrics_port)
+        logger.info(
+            "analyzer metrics at http://%s:%d/metrics", settings.analyzer_metrics_host, settings.analyzer_metrics_port
+        )
     worker = faust.Worker(
         app,
         loop=loop,

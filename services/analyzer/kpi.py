@@ -5,6 +5,7 @@ partial it has already applied (recognised by its origin), so replays never doub
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -180,7 +181,7 @@ def to_kpi(brand: str, window: str, start: int, bucket: dict[str, Any], updated_
         "window": window,
         "start": from_epoch(start),
         "end": from_epoch(start + WINDOW_SECONDS[window]),
-        **{name: bucket[name] for name in new_counters()},
+        **{name: copy.deepcopy(bucket[name]) for name in new_counters()},
         "unique_authors": len(bucket["authors"]),
         "updated_at": updated_at,
     }

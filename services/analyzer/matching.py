@@ -1,37 +1,53 @@
-"""Find brands and topics in a text: every term of every brand in one pass, on word boundaries
+"""Find brands and topics in a text: every term of every brand in one automaton pass, on word boundaries
 ("Acmeville" is not "acme"), case-insensitive; then each brand's query decides on the terms found.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import ahocorasick
 
 from services.analyzer.query import Node, normalise_term, parse_query
 
 
-def _term_pattern(term: str) -> str:
-    # Words of a phrase may be separated by any run of whitespace.
-    return r"\s+".join(re.escape(word) for word in term.split())
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 class TermFinder:
-    """All terms of a vocabulary found in a text, with one compiled alternation (longest first)."""
+    """All terms of a vocabulary found in a text in one pass of an Aho-Corasick automaton.
+
+    Overlapping terms are all found ("apple" inside "apple music"); a term counts only on word
+    boundaries, and "#acme" or "@acme" keep their sigil, so plain "acme" doesn't match inside them.
+    """
 
     def __init__(self, terms: Iterable[str]) -> None:
-        self.terms = sorted({normalise_term(t) for t in terms if t.strip()}, key=lambda t: (-len(t), t))
+        self.terms = sorted({normalise_term(t) for t in terms if t.strip()})
+        self._automaton: Any = None
         if self.terms:
-            body = "|".join(_term_pattern(t) for t in self.terms)
-            # Lookarounds instead of \b so "#acme" and "@acme" keep their sigil as part of the term.
-            self._regex: re.Pattern[str] | None = re.compile(rf"(?<![\w#@])(?:{body})(?!\w)", re.IGNORECASE)
-        else:
-            self._regex = None
+            self._automaton = ahocorasick.Automaton()
+            for term in self.terms:
+                self._automaton.add_word(term, term)
+            self._automaton.make_automaton()
 
     def find(self, text: str) -> set[str]:
-        if self._regex is None or not text:
+        if self._automaton is None or not text:
             return set()
-        return {normalise_term(m.group(0)) for m in self._regex.finditer(text)}
+        # Same normalisation as the terms: lowercase, whitespace runs as one space.
+        norm = " ".join(text.lower().split())
+        found: set[str] = set()
+        last = len(norm) - 1
+        for end, term in self._automaton.iter(norm):
+            start = end - len(term) + 1
+            if start > 0 and (_is_word_char(norm[start - 1]) or norm[start - 1] in "#@"):
+                continue
+            if end < last and _is_word_char(norm[end + 1]):
+                continue
+            found.add(term)
+        return found
 
 
 @dataclass(frozen=True)

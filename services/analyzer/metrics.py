@@ -28,7 +28,9 @@ def build_metrics(registry: CollectorRegistry) -> AnalyzerMetrics:
         # Mentions dropped because their id was already counted.
         duplicates=Counter("ecoute_analyzer_duplicates", "Duplicate mention ids dropped", registry=registry),
         # Poison records sent to the dead-letter topic, by source topic and reason class.
-        dlq=Counter("ecoute_analyzer_dlq", "Records sent to the dead-letter topic", ["topic", "reason"], registry=registry),
+        dlq=Counter(
+            "ecoute_analyzer_dlq", "Records sent to the dead-letter topic", ["topic", "reason"], registry=registry
+        ),
         # Time spent in VADER per scored batch, per mention.
         scoring_seconds=Histogram(
             "ecoute_analyzer_scoring_seconds",
@@ -38,7 +40,10 @@ def build_metrics(registry: CollectorRegistry) -> AnalyzerMetrics:
         ),
         # Highwater minus position, per assigned input partition.
         consumer_lag=Gauge(
-            "ecoute_analyzer_consumer_lag", "Records behind the end of the input", ["topic", "partition"], registry=registry
+            "ecoute_analyzer_consumer_lag",
+            "Records behind the end of the input",
+            ["topic", "partition"],
+            registry=registry,
         ),
         # Brand mentions scored, by tone label: the volume and sentiment per brand in Grafana.
         brand_mentions=Counter(

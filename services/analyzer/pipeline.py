@@ -77,7 +77,7 @@ class Stage1:
         for index, record in enumerate(records):
             first, _ = offsets.get(record.partition, (record.offset, record.offset))
             offsets[record.partition] = (min(first, record.offset), record.offset)
-            if record.value is None:
+            if not record.value:
                 result.dead.append(DeadLetter(record, "empty value"))
                 continue
             try:
@@ -171,6 +171,9 @@ class Stage2:
             kpi.mark_applied(state["applied"], partial)
             result.applied += 1
             minute = partial["bucket_epoch"]
+            # A clock a mention claims is never trusted beyond the wall clock: a post dated in the
+            # future must not move the brand's "now" (pruning and alert windows follow it).
+            clock_minute = min(minute, kpi.window_start(kpi.epoch(now), "1m"))
             for window in kpi.WINDOW_SECONDS:
                 start = kpi.window_start(minute, window)
                 key = kpi.bucket_key(brand, window, start)
@@ -186,7 +189,8 @@ class Stage2:
             minutes = state["minutes"]
             minutes[str(minute)] = minutes.get(str(minute), 0) + partial["mentions"]
             state["first_minute"] = minute if state["first_minute"] is None else min(state["first_minute"], minute)
-            state["now_minute"] = minute if state["now_minute"] is None else max(state["now_minute"], minute)
+            newest = state["now_minute"]
+            state["now_minute"] = clock_minute if newest is None else max(newest, clock_minute)
         for key, (window, start, bucket) in touched.items():
             buckets[key] = bucket
             result.snapshots.append(kpi.to_kpi(brand, window, start, bucket, now))
@@ -239,7 +243,7 @@ class Stage2:
                 "threshold": finding.threshold,
                 "message": (
                     f"{brand}: {finding.observed} mentions in the last {int(self.spike_rule.window) // 60} min, "
-                    f"{'%.1f×' % ratio if finding.baseline else 'far above'} the usual {finding.baseline:g}"
+                    f"{f'{ratio:.1f}×' if finding.baseline else 'far above'} the usual {finding.baseline:g}"
                 ),
                 "evidence": {
                     "terms": [],

@@ -84,7 +84,7 @@ def _tokenise(query: str) -> list[tuple[str, str, int]]:
             break
         match = _TOKEN.match(query, pos)
         if match is None or match.end() == pos:
-            raise QueryError(query, pos, "unbalanced quote")
+            raise QueryError(query, len(query) - len(query[pos:].lstrip()), "unbalanced quote")
         start = match.start(match.lastgroup) if match.lastgroup else pos
         kind = match.lastgroup or ""
         if kind == "phrase":

@@ -119,6 +119,7 @@ async def test_counts_are_exact_duplicates_once_poison_to_dlq_and_kept_across_re
 
     analyzer = ServiceProcess(["analyzer"], analyzer_env, tmp_path / "analyzer.log").start()
     try:
+
         async def caught_up() -> bool:
             return await day_totals(bootstrap, topics) == expected
 

@@ -1,0 +1,184 @@
+"""Analyzer throughput on one worker, next to a scoring-only loop over the same texts.
+
+    .venv/bin/python bench/analyzer_throughput.py [--count 50000] [--broker tansu|kafka]
+
+Produces the corpus to a fresh mentions.raw, then times, in one run:
+  1. scoring only: VADER over every text, nothing else;
+  2. a plain loop: aiokafka getmany + decode + VADER + in-memory per-brand counts;
+  3. the analyzer: `ecoute analyzer` (both Faust stages, every KPI table), from its first processed
+     record to the last, read from its own metrics endpoint.
+Prints mentions/s for each and the ratios. Results go to BENCHMARKS.md by hand, with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.corpus import make_corpus  # noqa: E402
+from ecoute.brokers import KafkaCluster, TansuBroker, free_port  # noqa: E402
+from schemas import Topics, ensure_topics  # noqa: E402
+from services.analyzer.tone import ToneScorer  # noqa: E402
+
+CONFIG = """brands:
+  acme: {query: 'acme OR "#acme"'}
+  globex: {query: [globex]}
+topics:
+  pricing: [price, prices, expensive]
+  support: [support, "customer service"]
+  product: [battery, camera, screen, update]
+"""
+
+
+def scoring_only(texts: list[str]) -> float:
+    scorer = ToneScorer()
+    started = time.perf_counter()
+    for text in texts:
+        scorer.score(text)
+    return len(texts) / (time.perf_counter() - started)
+
+
+async def produce_corpus(bootstrap: str, topic: str, corpus: list[dict[str, object]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, orjson.dumps(m), key=str(m["id"]).encode()) for m in corpus]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def plain_loop(bootstrap: str, topic: str, n: int) -> float:
+    scorer = ToneScorer()
+    counts: dict[tuple[str, str], int] = {}
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"plain-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    seen = 0
+    started = None
+    try:
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for messages in batch.values():
+                for message in messages:
+                    mention = orjson.loads(message.value)
+                    text = mention["text"]
+                    label = scorer.score(text).label
+                    brand = "acme" if "acme" in text else "globex"
+                    counts[(brand, label)] = counts.get((brand, label), 0) + 1
+                    seen += 1
+    finally:
+        await consumer.stop()
+    assert started is not None
+    return n / (time.perf_counter() - started)
+
+
+def processed(metrics_url: str, stage: str) -> float:
+    text = httpx.get(metrics_url, timeout=2).text
+    match = re.search(rf'ecoute_analyzer_mentions_processed_total\{{stage="{stage}"\}} ([0-9.e+]+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def analyzer_rate(bootstrap: str, prefix: str, n: int, partitions: int, workdir: Path) -> tuple[float, float]:
+    config = workdir / "ecoute.yaml"
+    config.write_text(CONFIG)
+    port = free_port()
+    env = {
+        **os.environ,
+        "ECOUTE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ECOUTE_CONFIG": str(config),
+        "ECOUTE_TOPIC_PREFIX": prefix,
+        "ECOUTE_ANALYZER_APP_ID": f"{prefix}analyzer",
+        "ECOUTE_ANALYZER_METRICS_PORT": str(port),
+        "ECOUTE_ANALYZER_DATA_DIR": str(workdir / "data"),
+        "ECOUTE_LOG_LEVEL": "WARNING",
+        "ECOUTE_PARTITIONS": str(partitions),
+    }
+    log = open(workdir / "analyzer.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecoute.cli", "analyzer"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 600
+        first_at = first_count = None
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"analyzer exited with {proc.returncode}; see {workdir / 'analyzer.log'}")
+            try:
+                count = processed(url, "stage1")
+            except httpx.HTTPError:
+                count = 0.0
+            now = time.perf_counter()
+            if count and first_at is None:
+                first_at, first_count = now, count
+            if count >= n:
+                assert first_at is not None and first_count is not None
+                rate = (count - first_count) / max(now - first_at, 1e-9)
+                stage2 = processed(url, "stage2")
+                return rate, stage2
+            time.sleep(0.05)
+        raise RuntimeError("analyzer did not finish within 600 s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=50_000)
+    parser.add_argument("--broker", choices=["tansu", "kafka"], default="tansu")
+    parser.add_argument("--partitions", type=int, default=1)
+    args = parser.parse_args()
+    broker = TansuBroker() if args.broker == "tansu" else KafkaCluster()
+    broker.start()
+    workdir = Path(tempfile.mkdtemp(prefix="ecoute-bench-"))
+    try:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}."
+        topics = Topics(prefix)
+        corpus = make_corpus(args.count)
+        texts = [str(m["text"]) for m in corpus]
+        asyncio.run(ensure_topics(broker.bootstrap_servers, topics, args.partitions))
+        print(f"producing {args.count} mentions to {topics.mentions_raw} ({args.broker}) …", flush=True)
+        asyncio.run(produce_corpus(broker.bootstrap_servers, topics.mentions_raw, corpus))
+        score_rate = scoring_only(texts)
+        print(f"scoring only   {score_rate:10.0f} mentions/s", flush=True)
+        plain_rate = asyncio.run(plain_loop(broker.bootstrap_servers, topics.mentions_raw, args.count))
+        print(f"plain loop     {plain_rate:10.0f} mentions/s", flush=True)
+        rate, stage2_records = analyzer_rate(broker.bootstrap_servers, prefix, args.count, args.partitions, workdir)
+        print(f"analyzer       {rate:10.0f} mentions/s (stage 2 read {stage2_records:.0f} partials)", flush=True)
+        print(
+            f"ratios: analyzer/scoring {rate / score_rate:.2f}, analyzer/plain loop {rate / plain_rate:.2f}\n"
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        )
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

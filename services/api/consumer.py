@@ -1,0 +1,277 @@
+"""Feeds the views from Kafka: every partition of kpi.snapshots, mentions.scored and alerts, from the beginning.
+
+No consumer group: each API replica reads everything itself (assign, not subscribe), so any replica
+answers for every brand and a restart loses nothing. Ready once every partition has reached the end
+offset it had when this consumer started; it keeps consuming live afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
+from pydantic import ValidationError
+
+from schemas import Alert, Kpi, ScoredMention, Topics, load, utc_now
+from services.api.fanout import AlertFanout
+from services.api.metrics import ApiMetrics
+from services.api.settings import ApiSettings
+from services.api.views import Views
+
+logger = logging.getLogger(__name__)
+
+KPI_SNAPSHOTS = "kpi.snapshots"
+MENTIONS_SCORED = "mentions.scored"
+ALERTS = "alerts"
+EVICT_EVERY_SECONDS = 60.0
+
+
+class MalformedRecord(ValueError):
+    """A record the views cannot use; the message says why."""
+
+
+def describe_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors())
+    return str(exc)
+
+
+class ViewConsumer:
+    """Owns the aiokafka consumer task that keeps `views` up to date and pushes new alerts to `fanout`."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        views: Views,
+        metrics: ApiMetrics,
+        fanout: AlertFanout,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.views = views
+        self.metrics = metrics
+        self.fanout = fanout
+        self.clock = clock
+        topics = Topics(settings.topic_prefix)
+        # full topic name -> the unprefixed name used in logs' context and metric labels
+        self.names = {
+            topics.kpi_snapshots: KPI_SNAPSHOTS,
+            topics.mentions_scored: MENTIONS_SCORED,
+            topics.alerts: ALERTS,
+        }
+        self._missing_topics: list[str] = sorted(self.names)
+        self._connected = False
+        self._targets: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}
+        self._pending: set[TopicPartition] = set()
+        self._ready = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def waiting_for(self) -> list[str]:
+        """What readiness still waits for, in words."""
+        if self._ready:
+            return []
+        if not self._connected:
+            return [f"Kafka at {self.settings.bootstrap}"]
+        if self._missing_topics:
+            return [f"topic {name} to exist" for name in self._missing_topics]
+        if not self._targets:
+            return ["partition assignment"]
+        return [
+            f"{tp.topic}[{tp.partition}] at offset {self._positions.get(tp, 0)} of {self._targets[tp]}"
+            for tp in sorted(self._pending)
+        ]
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ecoute-api-views")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        logger.info("view consumer stopped")
+
+    async def _run(self) -> None:
+        """Keep the consumer running: retry while Kafka is unreachable, restart (with backoff) after a failure.
+
+        Restarting replays the topics into the same views, which is harmless: every apply is idempotent.
+        """
+        backoff = 1.0
+        while True:
+            started = time.monotonic()
+            delay = 1.0
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except KafkaConnectionError as exc:
+                self._connected = False
+                if time.monotonic() - started > 60:
+                    backoff = 1.0
+                delay, backoff = backoff, min(backoff * 2, 5.0)  # Kafka may just be starting: keep trying soon
+                logger.warning("Kafka at %s not reachable (%s); retrying in %.0fs", self.settings.bootstrap, exc, delay)
+            except Exception:
+                self._connected = False
+                if time.monotonic() - started > 60:
+                    backoff = 1.0
+                delay, backoff = backoff, min(backoff * 2, 30.0)
+                logger.exception("view consumer failed; restarting in %.0fs", delay)
+            await asyncio.sleep(delay)
+
+    async def _consume(self) -> None:
+        partitions = await self._discover_partitions()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            client_id="ecoute-api",
+        )
+        await consumer.start()
+        try:
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+            self._targets = dict(ends)
+            self._positions = {tp: 0 for tp in partitions}
+            self._pending = {tp for tp, end in ends.items() if end > 0}
+            logger.info(
+                "reading %d partitions of %s from the beginning, %d records to catch up",
+                len(partitions),
+                ", ".join(sorted(self.names)),
+                sum(ends.values()),
+            )
+            await self._check_ready(consumer)
+            last_evict = time.monotonic()
+            while True:
+                batch: dict[TopicPartition, list[Any]] = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                now = self.clock()
+                for tp, records in batch.items():
+                    for record in records:
+                        self._apply(record, now)
+                    if records:
+                        self._positions[tp] = records[-1].offset + 1
+                if self._pending:
+                    await self._check_ready(consumer)
+                if time.monotonic() - last_evict > EVICT_EVERY_SECONDS:
+                    last_evict = time.monotonic()
+                    dropped = self.views.evict(self.clock())
+                    if dropped:
+                        logger.debug("evicted %d old buckets and author sightings", dropped)
+        finally:
+            await consumer.stop()
+
+    async def _discover_partitions(self) -> list[TopicPartition]:
+        """Every partition of the three topics, waiting for the topics to exist (without creating them)."""
+        last_log = 0.0
+        while True:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, client_id="ecoute-api-admin")
+            try:
+                await admin.start()
+                # No topic list: a metadata request naming topics may auto-create them with broker defaults.
+                described = await admin.describe_topics()
+            finally:
+                await admin.close()
+            self._connected = True
+            found = {
+                entry["topic"]: [p["partition"] for p in entry["partitions"]]
+                for entry in described
+                if entry["topic"] in self.names and entry["error_code"] == 0 and entry["partitions"]
+            }
+            self._missing_topics = sorted(set(self.names) - set(found))
+            if not self._missing_topics:
+                return [TopicPartition(topic, p) for topic, ids in sorted(found.items()) for p in sorted(ids)]
+            if time.monotonic() - last_log > 10:
+                last_log = time.monotonic()
+                logger.info("waiting for topics %s to be created", ", ".join(self._missing_topics))
+            await asyncio.sleep(0.5)
+
+    async def _check_ready(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in list(self._pending):
+            position = await consumer.position(tp)
+            self._positions[tp] = position
+            if position >= self._targets[tp]:
+                self._pending.discard(tp)
+        if not self._pending and not self._ready:
+            self._ready = True
+            self.metrics.views_ready.set(1)
+            logger.info("views caught up: %s", self.views.sizes())
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def _apply(self, record: Any, now: datetime) -> None:
+        topic = self.names[record.topic]
+        try:
+            if topic == KPI_SNAPSHOTS:
+                self._apply_kpi(record, now)
+            elif topic == MENTIONS_SCORED:
+                self.views.apply_scored(load(ScoredMention, self._value(record)), now)
+            else:
+                alert = load(Alert, self._value(record))
+                is_new = self.views.apply_alert(alert)
+                # Alerts replayed at start are history; only ones newer than the start-time end reach live streams.
+                tp = TopicPartition(record.topic, record.partition)
+                if is_new and (self._ready or record.offset >= self._targets.get(tp, 0)):
+                    self.fanout.publish(alert)
+        except (MalformedRecord, ValidationError) as exc:
+            self.metrics.view_bad_records.labels(topic).inc()
+            logger.warning(
+                "skipping malformed record on %s partition %d offset %d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                describe_error(exc),
+            )
+            return
+        except Exception:
+            self.metrics.view_bad_records.labels(topic).inc()
+            logger.exception(
+                "could not apply record on %s partition %d offset %d; skipped",
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            return
+        self.metrics.view_records.labels(topic).inc()
+
+    @staticmethod
+    def _value(record: Any) -> bytes:
+        if record.value is None:
+            raise MalformedRecord("empty value")
+        value: bytes = record.value
+        return value
+
+    def _apply_kpi(self, record: Any, now: datetime) -> None:
+        if record.value is not None:
+            self.views.apply_kpi(load(Kpi, record.value), now)
+            return
+        # A tombstone: the analyzer retired that snapshot key (brand|window|start).
+        key = (record.key or b"").decode("utf-8", errors="replace")
+        parts = key.split("|")
+        if len(parts) != 3:
+            raise MalformedRecord(f"tombstone with a key that is not brand|window|start: {key!r}")
+        try:
+            start = datetime.fromisoformat(parts[2].replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise MalformedRecord(f"tombstone key {key!r}: bad start: {exc}") from exc
+        self.views.delete_kpi(parts[0], parts[1], start if start.tzinfo else start.replace(tzinfo=UTC))

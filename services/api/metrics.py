@@ -1,0 +1,39 @@
+"""Prometheus metrics of the API service, registered on an injected registry (names are a contract)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        # Latency of every HTTP answer, labelled by route template (not raw path) so brands don't explode it.
+        self.request_seconds = Histogram(
+            "ecoute_api_request_seconds",
+            "Time to answer an HTTP request",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        # Records applied to the in-memory views, by topic (unprefixed name).
+        self.view_records = Counter(
+            "ecoute_api_view_records_total",
+            "Kafka records applied to the API views",
+            ["topic"],
+            registry=registry,
+        )
+        # Records that could not be parsed and were skipped (each one is logged with topic/partition/offset).
+        self.view_bad_records = Counter(
+            "ecoute_api_view_bad_records_total",
+            "Kafka records skipped by the API views because they are malformed",
+            ["topic"],
+            registry=registry,
+        )
+        # Open SSE alert streams.
+        self.sse_clients = Gauge("ecoute_api_sse_clients", "Open SSE alert streams", registry=registry)
+        # SSE subscribers dropped because they read too slowly.
+        self.sse_dropped = Counter(
+            "ecoute_api_sse_dropped_total", "SSE alert streams closed because the client fell behind", registry=registry
+        )
+        # 1 once the views have caught up with the topics' end offsets seen at start, else 0.
+        self.views_ready = Gauge("ecoute_api_views_ready", "1 when the API views have caught up", registry=registry)
