@@ -37,6 +37,7 @@ commands:
 def _setup_logging() -> None:
     level = os.environ.get("ECOUTE_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # health polls are not news
 
 
 def demo_config(user_config: Path | None) -> dict[str, Any]:
