@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry, start_http_server
@@ -16,6 +17,22 @@ from services.analyzer.settings import build_settings
 logger = logging.getLogger(__name__)
 
 _FAUST_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "crit"}
+
+
+class AnalyzerWorker(faust.Worker):
+    """A Faust worker that keeps the log level it is given.
+
+    mode's logging set-up leaves the root logger at DEBUG, and aiokafka then builds a debug record
+    for every message it sends: 13% of the worker's time in a profile, for nothing.
+    """
+
+    def __init__(self, *args: Any, root_level: int = logging.INFO, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._root_level = root_level
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        logger.setLevel(self._root_level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(
             "analyzer metrics at http://%s:%d/metrics", settings.analyzer_metrics_host, settings.analyzer_metrics_port
         )
-    worker = faust.Worker(
+    worker = AnalyzerWorker(
         app,
+        root_level=logging.getLevelName(settings.log_level.upper()),
         loop=loop,
         loglevel=_FAUST_LEVELS.get(settings.log_level.upper(), "info"),
         quiet=True,
