@@ -1,10 +1,9 @@
-"""The Faust application: two agents around the pure stages of `pipeline.py`.
+"""The Faust application: stage 1 (`ScoringService`, batched, transactional) and the stage-2 agent.
 
-Stage 1 reads mentions.raw (keyed by mention id) in batches; the `seen-mentions` table (keyed by id,
-so co-partitioned with its input) drops duplicate ids. Stage 2 reads kpi.partials (keyed by brand)
-and keeps `kpi-buckets` and `brand-state` tables. Every output of a batch is acknowledged by the
-broker before the batch's offsets can be committed (at-least-once), and stage 2 recognises a
-replayed partial by its origin, so counts stay exact across restarts.
+Stage 2 reads kpi.partials (keyed by brand) in batches and keeps the `kpi-buckets` and `brand-state`
+tables. It reads read_committed, so a stage-1 batch that was aborted is never counted, and it skips
+a partial whose origin it has already applied (the `applied` map in brand-state, restored from the
+changelog with the buckets), so a replay after a crash never counts twice.
 """
 
 from __future__ import annotations
@@ -19,15 +18,31 @@ from typing import Any
 import faust
 import orjson
 from faust.streams import _current_event
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
 from prometheus_client import CollectorRegistry
 
 from schemas import EcouteConfig, Topics
 from services.analyzer.metrics import AnalyzerMetrics, build_metrics
-from services.analyzer.pipeline import RawRecord, Stage1, Stage2, describe_error, new_brand_state, parse_partial
+from services.analyzer.pipeline import Stage1, Stage2, describe_error, new_brand_state, parse_partial
+from services.analyzer.scoring import ScoringService, dlq_headers, reason_class
 from services.analyzer.settings import AnalyzerSettings
 
 logger = logging.getLogger(__name__)
+
+
+class _ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust reads read_committed only in its own exactly-once mode; stage 2 needs it always,
+        # because stage 1 writes partials in transactions. aiokafka hands this to its fetcher at start.
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
+class ReadCommittedConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> Any:
+        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
 
 
 @contextlib.contextmanager
@@ -42,19 +57,6 @@ def event_context(event: EventT[Any]) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
-
-
-def _dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    return [
-        ("error", reason.encode()[:4000]),
-        ("source.topic", topic.encode()),
-        ("source.partition", str(partition).encode()),
-        ("source.offset", str(offset).encode()),
-    ]
-
-
-def _reason_class(reason: str) -> str:
-    return "empty" if reason == "empty value" else ("json" if "JSON" in reason or "json" in reason else "schema")
 
 
 def create_app(
@@ -81,60 +83,20 @@ def create_app(
         broker_heartbeat_interval=min(3.0, settings.analyzer_session_timeout / 3),
         stream_buffer_maxsize=max(4096, settings.analyzer_batch_size * 2),
     )
-    raw_topic = app.topic(
-        topics.mentions_raw, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
-    )
+    app.transport.Consumer = ReadCommittedConsumer  # type: ignore[misc]
     partials_topic = app.topic(
         topics.kpi_partials, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
     )
-    seen = app.Table("seen-mentions", partitions=settings.partitions)
     buckets = app.Table("kpi-buckets", partitions=settings.partitions)
     brand_state = app.Table("brand-state", partitions=settings.partitions)
-    stage1 = Stage1(config)
     stage2 = Stage2(config)
+    app.add_dependency(ScoringService(settings, Stage1(config), metrics, loop=app.loop, beacon=app.beacon))
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: Any = None) -> Awaitable[Any]:
         return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=headers)
 
-    async def dead_letter(topic: str, event: EventT[Any], reason: str) -> Awaitable[Any]:
-        message = event.message
-        logger.warning("dead-lettering %s[%d]@%d: %s", topic, message.partition, message.offset, reason)
-        metrics.dlq.labels(topic, _reason_class(reason)).inc()
-        headers = _dlq_headers(reason, topic, message.partition, message.offset)
-        return await send(topics.mentions_dlq, message.key, message.value or b"", headers)
-
-    @app.agent(raw_topic, name="stage1-score")
-    async def score_mentions(stream: Any) -> None:  # a faust Stream; StreamT lacks take_events
-        async for events in stream.take_events(settings.analyzer_batch_size, settings.analyzer_batch_within):
-            await _stage1_batch(events)
-
-    async def _stage1_batch(events: Sequence[EventT[Any]]) -> None:
-        records = [RawRecord(e.message.partition, e.message.offset, e.message.key, e.message.value) for e in events]
-        result = stage1.process(records, seen.__contains__)
-        pending: list[Awaitable[Any]] = []
-        for brand, value in result.scored:
-            pending.append(await send(topics.mentions_scored, brand.encode(), value))
-        for partial in result.partials:
-            pending.append(await send(topics.kpi_partials, partial["brand"].encode(), orjson.dumps(partial)))
-        for letter in result.dead:
-            event = events[records.index(letter.record)]
-            pending.append(await dead_letter(topics.mentions_raw, event, letter.reason))
-        await asyncio.gather(*pending)
-        # Ids are remembered only once their outputs are acknowledged: a crash in between replays them.
-        for index, mention_id, published in result.new_ids:
-            with event_context(events[index]):
-                seen[mention_id] = published
-        metrics.processed.labels("stage1").inc(len(events))
-        metrics.duplicates.inc(result.duplicates)
-        metrics.partials.labels("out").inc(len(result.partials))
-        scored_count = sum(result.brand_labels.values())
-        if scored_count:
-            metrics.scoring_seconds.observe(result.scoring_seconds / max(1, len(result.new_ids) - result.unmatched))
-        for (brand, label), n in result.brand_labels.items():
-            metrics.brand_mentions.labels(brand, label).inc(n)
-
     @app.agent(partials_topic, name="stage2-kpis")
-    async def fold_kpis(stream: Any) -> None:
+    async def fold_kpis(stream: Any) -> None:  # a faust Stream; StreamT lacks take_events
         async for events in stream.take_events(settings.analyzer_batch_size, settings.analyzer_batch_within):
             await _stage2_batch(events)
 
@@ -142,10 +104,15 @@ def create_app(
         pending: list[Awaitable[Any]] = []
         by_brand: dict[str, list[tuple[EventT[Any], dict[str, Any]]]] = {}
         for event in events:
+            message = event.message
             try:
-                partial = parse_partial(event.message.value or b"")
+                partial = parse_partial(message.value or b"")
             except ValueError as exc:
-                pending.append(await dead_letter(topics.kpi_partials, event, describe_error(exc)))
+                reason = describe_error(exc)
+                logger.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+                metrics.dlq.labels(topics.kpi_partials, reason_class(reason)).inc()
+                headers = dlq_headers(reason, topics.kpi_partials, message.partition, message.offset)
+                pending.append(await send(topics.mentions_dlq, message.key, message.value or b"", headers))
                 continue
             by_brand.setdefault(partial["brand"], []).append((event, partial))
         for brand, items in by_brand.items():
@@ -168,7 +135,7 @@ def create_app(
     @app.timer(5.0)
     async def report_lag() -> None:
         for tp in app.consumer.assignment():
-            if tp.topic not in (topics.mentions_raw, topics.kpi_partials):
+            if tp.topic != topics.kpi_partials:
                 continue
             position = await app.consumer.position(tp)
             highwater = app.consumer.highwater(tp)

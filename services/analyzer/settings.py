@@ -24,6 +24,12 @@ class AnalyzerSettings(CommonSettings):
     # How long the group waits for a silent worker before handing its partitions to the others: a
     # worker killed without a goodbye stalls its partitions this long.
     analyzer_session_timeout: float = Field(30.0, ge=6, le=300)
+    # Stage 1's guarantee: exactly-once with Kafka transactions, or at-least-once; "auto" asks the broker.
+    analyzer_guarantee: Literal["auto", "exactly_once", "at_least_once"] = "auto"
+    # An open stage-1 transaction of a crashed worker blocks read_committed readers at most this long.
+    analyzer_transaction_timeout: float = Field(15.0, ge=1, le=900)
+    # How long a mention id is remembered for dedupe (retention of the seen-ids topic).
+    analyzer_dedupe_retention: float = Field(7 * 86400.0, ge=3600)
 
 
 def build_settings(**overrides: Any) -> AnalyzerSettings:

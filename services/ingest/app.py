@@ -7,7 +7,6 @@ in time and the client should send the same request again (mention ids make that
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +22,7 @@ from schemas import AccountMetric, ConfigError, EcouteConfig, dump, load_config
 from services.ingest.metrics import IngestMetrics, build_metrics
 from services.ingest.producer import IngestProducer, KafkaUnavailable
 from services.ingest.settings import IngestSettings
-from services.ingest.sources import start_sources, stop_sources
+from services.ingest.sources import SourceRunner
 from services.ingest.validation import (
     Refusal,
     parse_body,
@@ -117,22 +116,25 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("ingest starting: Kafka %s, topic %s", settings.bootstrap, link.topics.mentions_raw)
         await link.start()
-        sources: list[asyncio.Task[int]] = []
+        sources: SourceRunner | None = None
         if settings.ingest_sources:
             try:
                 listening = config if config is not None else _load_sources_config(settings)
+                if listening is not None:
+                    sources = SourceRunner(listening, link, metrics, settings)
             except ConfigError:
                 if owns_link:
                     await link.stop()
                 raise
-            if listening is not None:
-                sources = start_sources(listening, link, metrics)
+            if sources is not None:
+                await sources.start()
+        app.state.sources = sources
         try:
             yield
         finally:
-            if sources:
-                logger.info("stopping %d background sources", len(sources))
-                await stop_sources(sources)
+            if sources is not None:
+                logger.info("stopping %d background sources", sources.running)
+                await sources.stop()
             if owns_link:
                 await link.stop()
             logger.info("ingest stopped")
@@ -215,6 +217,11 @@ def create_app(
         }
         if not kafka and link.last_error:
             body["error"] = link.last_error
+        runner: SourceRunner | None = getattr(app.state, "sources", None)
+        if runner is not None:
+            # Per polled source: state, last success, last error, failures in a row (informational: a failing
+            # source does not make ingest unhealthy).
+            body["sources"] = runner.status()
         return JSONResponse(body, status_code=200 if kafka else 503)
 
     @app.get("/metrics")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Latency buckets for an HTTP request that waits for the broker's acknowledgement.
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -30,6 +30,19 @@ class IngestMetrics:
     unavailable: Counter
     # HTTP request latency, by route template, method and status code.
     request_seconds: Histogram
+    # Records (feed entries, API hits) read from a polled source, valid or not, by source id and type.
+    source_fetched: Counter
+    # Mentions of a polled source acknowledged by Kafka.
+    source_produced: Counter
+    # What a source refused, by reason: a record that is not a valid mention (invalid), or a whole document or
+    # URL (too_large, unsafe_xml, malformed, forbidden_address, bad_url, too_many_redirects).
+    source_refused: Counter
+    # Failed polls, by kind: timeout, connect, http_status, rate_limited, kafka, internal.
+    source_errors: Counter
+    # Unix time of the source's last successful poll (a 304 counts).
+    source_last_success: Gauge
+    # Polls in a row that failed (0 when the last one succeeded).
+    source_consecutive_failures: Gauge
 
 
 def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
@@ -74,6 +87,42 @@ def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
             "HTTP request latency of the ingest service",
             ["route", "method", "status"],
             buckets=REQUEST_BUCKETS,
+            registry=registry,
+        ),
+        source_fetched=Counter(
+            "ecoute_ingest_source_fetched_total",
+            "Records read from a polled source (valid or not)",
+            ["source_id", "type"],
+            registry=registry,
+        ),
+        source_produced=Counter(
+            "ecoute_ingest_source_produced_total",
+            "Mentions of a polled source acknowledged by Kafka",
+            ["source_id", "type"],
+            registry=registry,
+        ),
+        source_refused=Counter(
+            "ecoute_ingest_source_refused_total",
+            "Records, documents or URLs of a polled source refused (never produced)",
+            ["source_id", "type", "reason"],
+            registry=registry,
+        ),
+        source_errors=Counter(
+            "ecoute_ingest_source_errors_total",
+            "Failed polls of a source",
+            ["source_id", "type", "kind"],
+            registry=registry,
+        ),
+        source_last_success=Gauge(
+            "ecoute_ingest_source_last_success_timestamp_seconds",
+            "Unix time of the last successful poll of a source",
+            ["source_id", "type"],
+            registry=registry,
+        ),
+        source_consecutive_failures=Gauge(
+            "ecoute_ingest_source_consecutive_failures",
+            "Polls of a source that failed in a row",
+            ["source_id", "type"],
             registry=registry,
         ),
     )

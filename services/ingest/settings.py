@@ -34,8 +34,32 @@ class IngestSettings(CommonSettings):
     # Idempotent producer (no duplicates from producer retries). "auto" falls back to a plain acks=all
     # producer when the broker refuses idempotence (the embedded Tansu broker does).
     kafka_idempotence: Literal["auto", "on", "off"] = "auto"
-    # Run the `sources:` of the config file (simulate today) inside the ingest service.
+    # Run the `sources:` of the config file (polled connectors and simulate) inside the ingest service.
     ingest_sources: bool = True
+    # Polling: each wait is the source's interval ± this fraction, so sources don't fire in lockstep.
+    source_jitter: float = Field(0.1, ge=0, le=0.5)
+    # After a failed poll the next try comes after min(interval, retry_base) × 2^(failures-1), at most
+    # max(interval, max_backoff) seconds.
+    source_retry_base: float = Field(30.0, gt=0)
+    source_max_backoff: float = Field(3600.0, gt=0)
+    # How long stopping waits for a source to finish committing a batch (produce + checkpoint).
+    source_stop_grace: float = Field(15.0, gt=0)
+    # Outbound HTTP of the connectors (see services/ingest/connectors/fetch.py). Private, loopback and
+    # link-local addresses are reachable only through `fetch.allow_networks` in the YAML config.
+    fetch_connect_timeout: float = Field(5.0, gt=0)
+    fetch_read_timeout: float = Field(20.0, gt=0)
+    # A response body above this (decoded) is refused; the read stops there.
+    fetch_max_bytes: int = Field(5 * MIB, ge=1024, le=256 * MIB)
+    fetch_max_redirects: int = Field(5, ge=0, le=20)
+    # Requests to one host at the same time, across all sources.
+    fetch_per_host: int = Field(2, ge=1, le=64)
+    # Attempts of one GET (429, 5xx, timeouts, connection errors), with exponential backoff and jitter.
+    fetch_max_attempts: int = Field(4, ge=1, le=20)
+    fetch_backoff_base: float = Field(1.0, gt=0)
+    fetch_backoff_max: float = Field(60.0, gt=0)
+    # A Retry-After above this is not waited for inside a poll; the source's next poll comes after it.
+    fetch_max_retry_after: float = Field(120.0, ge=0)
+    fetch_user_agent: str = "ecoute/0.1 (conversation monitoring; +https://github.com/ecoute/ecoute)"
 
 
 def build_settings(**overrides: Any) -> IngestSettings:

@@ -97,7 +97,7 @@ def analyzer_env(bootstrap: str, topic_prefix: str, tmp_path: Path) -> dict[str,
         "ECOUTE_ANALYZER_METRICS_PORT": "0",
         "ECOUTE_ANALYZER_DATA_DIR": str(tmp_path / "data"),
         "ECOUTE_PARTITIONS": "3",
-        "ECOUTE_LOG_LEVEL": "WARNING",
+        "ECOUTE_LOG_LEVEL": "INFO",
         "ECOUTE_ANALYZER_SESSION_TIMEOUT": "6",
     }
 

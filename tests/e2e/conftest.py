@@ -16,7 +16,12 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 from ecoute.brokers import free_port
 from tests.helpers import ServiceProcess
 
-CONFIG = """
+API_KEY = "e2e-admin-key"
+# Every /v1 call of the API needs this key (Authorization: Bearer …); see `API_HEADERS`.
+API_HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+CONFIG = f"""
+api_keys:
+  - {{key: {API_KEY}, role: admin, brands: ["*"]}}
 brands:
   acme:
     query: 'acme OR "#acme" OR @acme'
@@ -28,7 +33,7 @@ topics:
   pricing: [price, prices, expensive, cheap]
   support: [support, "customer service"]
 alerts:
-  volume_spike: {window: 5m, baseline: 2h, sigma: 3, min_mentions: 20, warmup: 20m, cooldown: 30m}
+  volume_spike: {{window: 5m, baseline: 2h, sigma: 3, min_mentions: 20, warmup: 20m, cooldown: 30m}}
 """
 
 TEMPLATES = [
@@ -118,7 +123,9 @@ class Stack:
                 assert response.json() == {"accepted": len(mentions[i : i + batch])}
 
     def kpis(self, brand: str, window: str = "1h") -> dict[str, Any]:
-        response = httpx.get(f"{self.api_url}/v1/brands/{brand}/kpis", params={"window": window}, timeout=5)
+        response = httpx.get(
+            f"{self.api_url}/v1/brands/{brand}/kpis", params={"window": window}, headers=API_HEADERS, timeout=5
+        )
         response.raise_for_status()
         return dict(response.json())
 

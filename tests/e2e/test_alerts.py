@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import API_HEADERS, Stack
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -32,13 +32,15 @@ def test_volume_spike_reaches_the_api_and_the_sse_stream(stack: Stack) -> None:
     baseline = [mention(i, now - timedelta(minutes=45 - i), "calm") for i in range(40)]
     stack.post_mentions(baseline)
     wait_until(lambda: stack.kpis("acme", "24h")["mentions"] == 40, timeout=30, what="the baseline to be counted")
-    assert httpx.get(f"{stack.api_url}/v1/alerts").json() == []
+    assert httpx.get(f"{stack.api_url}/v1/alerts", headers=API_HEADERS).json() == []
 
     received: list[dict[str, Any]] = []
     connected = threading.Event()
 
     def listen() -> None:
-        with httpx.stream("GET", f"{stack.api_url}/v1/alerts/stream", timeout=httpx.Timeout(5, read=40)) as stream:
+        with httpx.stream(
+            "GET", f"{stack.api_url}/v1/alerts/stream", headers=API_HEADERS, timeout=httpx.Timeout(5, read=40)
+        ) as stream:
             connected.set()
             event = None
             for line in stream.iter_lines():
@@ -58,7 +60,10 @@ def test_volume_spike_reaches_the_api_and_the_sse_stream(stack: Stack) -> None:
     assert received, "no alert arrived on the SSE stream within 30 s"
     alert = received[0]
     assert alert["brand"] == "acme" and alert["kind"] == "volume_spike"
-    assert alert["observed"] >= 60 and alert["observed"] > alert["threshold"] >= alert["baseline"]
+    # It fires as soon as the window crosses the threshold, which may be before all 60 are counted.
+    assert 20 <= alert["observed"] <= 60 and alert["observed"] > alert["threshold"] >= alert["baseline"]
     assert any(url.startswith("https://example.org/spike/") for url in alert["evidence"]["sample_mentions"])
-    listed = wait_until(lambda: httpx.get(f"{stack.api_url}/v1/alerts").json(), timeout=10, what="the alert list")
+    listed = wait_until(
+        lambda: httpx.get(f"{stack.api_url}/v1/alerts", headers=API_HEADERS).json(), timeout=10, what="the alert list"
+    )
     assert [a["id"] for a in listed] == [alert["id"]]

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from schemas import Topics
-from tests.e2e.conftest import Stack, make_corpus, merge
+from tests.e2e.conftest import API_HEADERS, Stack, make_corpus, merge
 from tests.helpers import produce, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -59,7 +59,9 @@ def test_http_to_api_exact_counts_duplicates_dlq_and_api_restart(stack: Stack, t
 
     # The API restarted rebuilds the same answers from the topics.
     before = {b: stack.kpis(b, "24h") for b in BRANDS}
-    mentions_before = httpx.get(f"{stack.api_url}/v1/brands/acme/mentions", params={"limit": 20}).json()
+    mentions_before = httpx.get(
+        f"{stack.api_url}/v1/brands/acme/mentions", params={"limit": 20}, headers=API_HEADERS
+    ).json()
     assert stack.stop("api") == 0
     stack.start("api").wait_http(f"{stack.api_url}/readyz")
     after = {b: stack.kpis(b, "24h") for b in BRANDS}
@@ -67,11 +69,18 @@ def test_http_to_api_exact_counts_duplicates_dlq_and_api_restart(stack: Stack, t
         for name in ("mentions", "positive", "neutral", "negative", "reach", "engagement", "topics", "sources"):
             assert after[brand][name] == before[brand][name], (brand, name)
         assert after[brand]["mentions"] == expected[brand]["mentions"]
-    assert httpx.get(f"{stack.api_url}/v1/brands/acme/mentions", params={"limit": 20}).json() == mentions_before
+    assert (
+        httpx.get(f"{stack.api_url}/v1/brands/acme/mentions", params={"limit": 20}, headers=API_HEADERS).json()
+        == mentions_before
+    )
 
 
 def test_unknown_brand_and_bad_parameters(stack: Stack) -> None:
-    assert httpx.get(f"{stack.api_url}/v1/brands/hooli/kpis").status_code == 404
-    assert httpx.get(f"{stack.api_url}/v1/brands/acme/kpis", params={"window": "2m"}).status_code == 422
+    assert httpx.get(f"{stack.api_url}/v1/brands/hooli/kpis", headers=API_HEADERS).status_code == 404
+    assert httpx.get(f"{stack.api_url}/v1/brands/acme/kpis").status_code == 401  # the config defines a key
+    assert (
+        httpx.get(f"{stack.api_url}/v1/brands/acme/kpis", params={"window": "2m"}, headers=API_HEADERS).status_code
+        == 422
+    )
     refused = httpx.post(f"{stack.ingest_url}/v1/mentions", json={"id": "x", "text": 5})
     assert refused.status_code == 422 and "text" in refused.text

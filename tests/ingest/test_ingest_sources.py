@@ -25,8 +25,8 @@ async def test_simulate_source_feeds_mentions_raw(
                 "brands": {"acme": {"query": "acme"}, "globex": {"query": "globex"}},
                 "topics": {"pricing": ["price"]},
                 "sources": [
-                    {"type": "rss", "url": "https://blog.example.com/feed"},
-                    {"type": "rss", "url": "https://other.example.com/feed"},
+                    {"type": "bluesky", "url": "wss://jetstream.example/subscribe"},
+                    {"type": "bluesky", "url": "wss://other.example/subscribe"},
                     {"type": "simulate", "rate": 200, "count": 40, "seed": 1},
                 ],
             }
