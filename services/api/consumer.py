@@ -1,4 +1,6 @@
-"""Feeds the views from Kafka: every partition of kpi.snapshots, mentions.scored and alerts, from the beginning.
+"""The API's Kafka side. `ViewConsumer` feeds the views: every partition of kpi.snapshots, mentions.scored,
+alerts, alerts.actions and webhooks.deliveries, from the beginning. `ActionWriter` records acks and handled
+marks; `ensure_compacted_topics` creates the two compacted topics the API itself writes.
 
 No consumer group: each API replica reads everything itself (assign, not subscribe), so any replica
 answers for every brand and a restart loses nothing. Ready once every partition has reached the end
@@ -11,26 +13,32 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from pydantic import ValidationError
 
 from schemas import Alert, Kpi, ScoredMention, Topics, load, utc_now
+from services.api.actions import AlertAck, MalformedAction, MentionHandled, action_key, encode_action, parse_action
 from services.api.fanout import AlertFanout
 from services.api.metrics import ApiMetrics
-from services.api.settings import ApiSettings
+from services.api.settings import ApiSettings, actions_topic, deliveries_topic
 from services.api.views import Views
+from services.api.webhooks import Delivery, DeliveryLog
 
 logger = logging.getLogger(__name__)
 
 KPI_SNAPSHOTS = "kpi.snapshots"
 MENTIONS_SCORED = "mentions.scored"
 ALERTS = "alerts"
+ACTIONS = "alerts.actions"
+DELIVERIES = "webhooks.deliveries"
+OWN_VIEW_TOPICS = frozenset({KPI_SNAPSHOTS, MENTIONS_SCORED, ALERTS, ACTIONS, DELIVERIES})
 EVICT_EVERY_SECONDS = 60.0
 
 
@@ -44,6 +52,18 @@ def describe_error(exc: Exception) -> str:
     return str(exc)
 
 
+@dataclass(frozen=True)
+class RecordSink:
+    """Another view fed from the same consumer: `apply(topic, key, value, now)` for records of `topics`
+    (unprefixed names); it raises on a record it cannot use (logged with topic/partition/offset, then skipped)."""
+
+    name: str
+    topics: frozenset[str]
+    apply: Callable[[str, bytes | None, bytes | None, datetime], object]
+    evict: Callable[[datetime], int] | None = None
+    sizes: Callable[[], dict[str, int]] | None = None
+
+
 class ViewConsumer:
     """Owns the aiokafka consumer task that keeps `views` up to date and pushes new alerts to `fanout`."""
 
@@ -54,9 +74,12 @@ class ViewConsumer:
         metrics: ApiMetrics,
         fanout: AlertFanout,
         clock: Callable[[], datetime] = utc_now,
+        deliveries: DeliveryLog | None = None,
+        sinks: Sequence[RecordSink] = (),
     ) -> None:
         self.settings = settings
         self.views = views
+        self.deliveries = deliveries if deliveries is not None else DeliveryLog(settings.deliveries_kept)
         self.metrics = metrics
         self.fanout = fanout
         self.clock = clock
@@ -66,7 +89,15 @@ class ViewConsumer:
             topics.kpi_snapshots: KPI_SNAPSHOTS,
             topics.mentions_scored: MENTIONS_SCORED,
             topics.alerts: ALERTS,
+            actions_topic(settings.topic_prefix): ACTIONS,
+            deliveries_topic(settings.topic_prefix): DELIVERIES,
         }
+        self.own_topics = [actions_topic(settings.topic_prefix), deliveries_topic(settings.topic_prefix)]
+        self.sinks = list(sinks)
+        for sink in self.sinks:
+            for name in sink.topics:
+                if name not in self.names.values():
+                    self.names[f"{settings.topic_prefix}{name}"] = name
         self._missing_topics: list[str] = sorted(self.names)
         self._connected = False
         self._targets: dict[TopicPartition, int] = {}
@@ -138,6 +169,9 @@ class ViewConsumer:
             await asyncio.sleep(delay)
 
     async def _consume(self) -> None:
+        await ensure_compacted_topics(
+            self.settings.bootstrap, self.own_topics, self.settings.partitions, self.settings.replication_factor
+        )
         partitions = await self._discover_partitions()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
@@ -176,6 +210,9 @@ class ViewConsumer:
                 if time.monotonic() - last_evict > EVICT_EVERY_SECONDS:
                     last_evict = time.monotonic()
                     dropped = self.views.evict(self.clock())
+                    for sink in self.sinks:
+                        if sink.evict is not None:
+                            dropped += sink.evict(self.clock())
                     if dropped:
                         logger.debug("evicted %d old buckets and author sightings", dropped)
         finally:
@@ -215,25 +252,59 @@ class ViewConsumer:
         if not self._pending and not self._ready:
             self._ready = True
             self.metrics.views_ready.set(1)
-            logger.info("views caught up: %s", self.views.sizes())
+            logger.info("views caught up: %s", self.sizes())
 
     # -- records ---------------------------------------------------------------------------------
 
+    def sizes(self) -> dict[str, int]:
+        """How much the views (and the other sinks) hold."""
+        sizes = self.views.sizes()
+        for sink in self.sinks:
+            if sink.sizes is not None:
+                sizes.update(sink.sizes())
+        return sizes
+
     def _apply(self, record: Any, now: datetime) -> None:
         topic = self.names[record.topic]
+        own = topic in OWN_VIEW_TOPICS
+        for sink in self.sinks:
+            if topic in sink.topics:
+                try:
+                    sink.apply(topic, record.key, record.value, now)
+                except Exception as exc:
+                    # A record our own views also read is reported (and counted) once, below.
+                    logger.log(
+                        logging.DEBUG if own else logging.WARNING,
+                        "%s views skip the record on %s partition %d offset %d: %s",
+                        sink.name,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        describe_error(exc),
+                    )
+                    if not own:
+                        self.metrics.view_bad_records.labels(topic).inc()
+                        return
         try:
             if topic == KPI_SNAPSHOTS:
                 self._apply_kpi(record, now)
             elif topic == MENTIONS_SCORED:
                 self.views.apply_scored(load(ScoredMention, self._value(record)), now)
-            else:
+            elif topic == ACTIONS:
+                self.views.apply_action(parse_action(record.key, record.value))
+            elif topic == DELIVERIES:
+                if record.value is None:
+                    self.deliveries.remove((record.key or b"").decode("utf-8", errors="replace"))
+                else:
+                    self.deliveries.apply(load(Delivery, record.value))
+            elif topic == ALERTS:
                 alert = load(Alert, self._value(record))
                 is_new = self.views.apply_alert(alert)
                 # Alerts replayed at start are history; only ones newer than the start-time end reach live streams.
                 tp = TopicPartition(record.topic, record.partition)
                 if is_new and (self._ready or record.offset >= self._targets.get(tp, 0)):
                     self.fanout.publish(alert)
-        except (MalformedRecord, ValidationError) as exc:
+        except (MalformedRecord, MalformedAction, ValidationError) as exc:
             self.metrics.view_bad_records.labels(topic).inc()
             logger.warning(
                 "skipping malformed record on %s partition %d offset %d: %s",
@@ -275,3 +346,94 @@ class ViewConsumer:
         except ValueError as exc:
             raise MalformedRecord(f"tombstone key {key!r}: bad start: {exc}") from exc
         self.views.delete_kpi(parts[0], parts[1], start if start.tzinfo else start.replace(tzinfo=UTC))
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+async def ensure_compacted_topics(
+    bootstrap: str, names: list[str], partitions: int, replication: int, timeout: float = 30.0
+) -> None:
+    """Create the API's own compacted topics if they are missing, and wait until every partition has a leader."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ecoute-api-admin", request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=name,
+                num_partitions=partitions,
+                replication_factor=replication,
+                topic_configs={"cleanup.policy": "compact"},
+            )
+            for name in names
+            if name not in existing
+        ]
+        if wanted:
+            response = await admin.create_topics(wanted)
+            for name, code, message in response.topic_errors:
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise RuntimeError(f"could not create topic {name}: error {code} {message}")
+            logger.info("created compacted topics %s", ", ".join(t.name for t in wanted))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            described = await admin.describe_topics(names)
+            if all(
+                t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+                for t in described
+            ):
+                return
+            if loop.time() > deadline:
+                raise RuntimeError(f"topics {names} have no leader after {timeout}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+class ActionsUnavailable(RuntimeError):
+    """The action could not be written to Kafka (the caller answers 503)."""
+
+
+class ActionWriter:
+    """Writes acks and handled marks with acks=all; the producer (and the topic) are set up on first use."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        self.topic = actions_topic(settings.topic_prefix)
+        self.timeout = settings.api_write_timeout_seconds
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                await ensure_compacted_topics(
+                    self.settings.bootstrap, [self.topic], self.settings.partitions, self.settings.replication_factor
+                )
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.settings.bootstrap,
+                    acks="all",
+                    enable_idempotence=True,
+                    client_id="ecoute-api-actions",
+                    request_timeout_ms=int(self.timeout * 1000),
+                )
+                await producer.start()
+                self._producer = producer
+            return self._producer
+
+    async def write(self, action: AlertAck | MentionHandled) -> None:
+        """Write one action and wait for every in-sync replica; ActionsUnavailable if Kafka does not take it."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                producer = await self._started()
+                await producer.send_and_wait(self.topic, encode_action(action), key=action_key(action))
+        except (TimeoutError, KafkaError, OSError, RuntimeError) as exc:
+            logger.warning("could not write %s to %s: %r", action_key(action).decode(), self.topic, exc)
+            raise ActionsUnavailable(f"could not record the action in Kafka ({type(exc).__name__}); retry") from exc
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None

@@ -35,5 +35,28 @@ class ApiMetrics:
         self.sse_dropped = Counter(
             "ecoute_api_sse_dropped_total", "SSE alert streams closed because the client fell behind", registry=registry
         )
+        # Requests refused with 401, by reason: missing (no key sent) or invalid (unknown key).
+        self.unauthorized = Counter(
+            "ecoute_api_unauthorized_total",
+            "Requests refused for a missing or invalid API key",
+            ["reason"],
+            registry=registry,
+        )
+        # Requests refused with 429 because their key went over its rate limit.
+        self.rate_limited = Counter(
+            "ecoute_api_rate_limited_total", "Requests refused by the per-key rate limit", registry=registry
+        )
+        # Acks and handled marks written to the actions topic, by kind (ack | handled).
+        self.actions = Counter(
+            "ecoute_api_actions_total", "Acks and handled marks recorded", ["kind"], registry=registry
+        )
+        # Webhook delivery attempts and decisions, by outcome: delivered, retry (failed, will retry), failed (gave up).
+        self.webhook_outcomes = Counter(
+            "ecoute_api_webhook_deliveries_total", "Webhook delivery outcomes", ["outcome"], registry=registry
+        )
+        # Webhook deliveries waiting for their next attempt (on the replica that owns them).
+        self.webhook_pending = Gauge(
+            "ecoute_api_webhook_pending", "Webhook deliveries pending a retry", registry=registry
+        )
         # 1 once the views have caught up with the topics' end offsets seen at start, else 0.
         self.views_ready = Gauge("ecoute_api_views_ready", "1 when the API views have caught up", registry=registry)

@@ -1,15 +1,19 @@
 """The API's in-memory views of the Kafka topics, and the queries it answers from them.
 
 Pure state: the Kafka consumer feeds records in, the HTTP layer asks questions; neither is imported
-here, so every rule (rolling windows, replacement of snapshots, eviction, author counts) is tested alone.
-Every `apply_*` is idempotent, so replaying a topic from its beginning rebuilds the same answers.
+here, so every rule (rolling windows, replacement of snapshots, eviction, author counts, the inbox, acks,
+response times) is tested alone. Every `apply_*` is idempotent, so replaying a topic from its beginning
+rebuilds the same answers; records of different topics may arrive in any order (an ack before its alert).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
+import re
+import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Literal, get_args
 
@@ -17,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import Alert, Kpi, ScoredMention, utc_now
 from schemas.models import KpiEngagement, SentimentLabel
+from services.api.actions import AckRemoved, Action, AlertAck, HandledRemoved, MentionHandled
 
 RollingWindow = Literal["1m", "5m", "1h", "24h"]
 ROLLING_WINDOWS: tuple[str, ...] = get_args(RollingWindow)
@@ -58,6 +63,92 @@ class RollingKpi(BaseModel):
     updated_at: datetime | None = Field(None, description="latest update of a bucket counted; null if none")
 
 
+InboxReason = Literal["negative", "question"]
+RESPONSE_TIME_WINDOW = timedelta(hours=24)
+
+# Questions without a question mark: a question word first (after any @handles), English or French.
+_EN_WH = frozenset({"what", "why", "how", "when", "where", "who", "whom", "whose", "which"})
+_EN_AUX = frozenset(
+    {"is", "are", "am", "was", "were", "do", "does", "did", "can", "could", "should", "would", "will", "shall"}
+    | {"may", "might", "has", "have", "had", "isn't", "aren't", "doesn't", "don't", "didn't", "won't", "can't"}
+)
+# An auxiliary opens a question only when a subject follows ("Do you…", not "Do not buy…").
+_EN_SUBJECTS = frozenset(
+    {"i", "you", "we", "they", "he", "she", "it", "there", "anyone", "anybody", "someone", "somebody", "this"}
+    | {"that", "these", "those", "my", "your", "our", "their", "his", "her", "its", "the", "a", "an", "any"}
+)
+_FR_WORDS = frozenset(
+    {"pourquoi", "comment", "combien", "quand", "où", "quel", "quelle", "quels", "quelles", "lequel", "laquelle"}
+    | {"lesquels", "lesquelles", "quoi", "qui", "est-ce", "qu'est-ce", "qu’est-ce"}
+)
+# Inversion: "Avez-vous…", "Peut-on…", "Y a-t-il…".
+_FR_INVERSION = re.compile(r"^[\wàâçéèêëîïôûùüÿœ']+-(?:t-)?(?:je|tu|il|elle|on|nous|vous|ils|elles)$")
+_WORD = re.compile(r"[\w'’-]+")
+
+
+def is_question(text: str, lang: str | None = None) -> bool:
+    """A question mark anywhere, or a question word first (English unless lang is fr, French unless lang is en)."""
+    if "?" in text or "？" in text or "¿" in text:
+        return True
+    words = [w.lower().strip("-'’") for w in _WORD.findall(" ".join(t for t in text.split() if not t.startswith("@")))]
+    words = [w for w in words if w]
+    if not words:
+        return False
+    first = words[0]
+    if lang != "fr" and (first in _EN_WH or (first in _EN_AUX and len(words) > 1 and words[1] in _EN_SUBJECTS)):
+        return True
+    if lang != "en":
+        if first in _FR_WORDS or (first == "y" and len(words) > 1 and words[1].startswith("a-t-")):
+            return True
+        if _FR_INVERSION.match(first):
+            return True
+        if first in ("est", "qu") and len(words) > 1 and words[1] in ("ce", "est-ce"):
+            return True
+    return False
+
+
+def answer_reasons(mention: ScoredMention) -> list[InboxReason]:
+    """Why a mention needs an answer: it is negative, and/or it asks something. Empty: it needs none."""
+    reasons: list[InboxReason] = []
+    if mention.sentiment.label == "negative":
+        reasons.append("negative")
+    if is_question(mention.text, mention.lang) or (mention.title is not None and "?" in mention.title):
+        reasons.append("question")
+    return reasons
+
+
+class AlertView(Alert):
+    """alert/1 with what people did about it (acked by whom, when)."""
+
+    acked: bool = False
+    acked_at: datetime | None = None
+    acked_by: str | None = None
+    ack_note: str | None = None
+
+
+class InboxItem(ScoredMention):
+    """A scored mention that needs an answer, and why."""
+
+    reasons: list[InboxReason] = Field(default_factory=list)
+
+
+class ResponseTime(BaseModel):
+    """How fast the brand's inbox is answered: published_at → handled, over mentions handled in the window."""
+
+    brand: str
+    window: Literal["24h"] = "24h"
+    count: int = Field(0, description="mentions handled in the window (with a known published_at)")
+    median_seconds: float | None = Field(None, description="null without handled mentions")
+    p90_seconds: float | None = Field(None, description="90th percentile (nearest rank); null without data")
+
+
+class Inbox(BaseModel):
+    brand: str
+    pending: int = Field(description="mentions that need an answer and are not handled (kept ones)")
+    items: list[InboxItem] = Field(description="the biggest reach first, then the most recent")
+    response_time: ResponseTime
+
+
 class _BrandMentions:
     """The newest `capacity` scored mentions of one brand, ordered by (published_at, id), deduplicated by id."""
 
@@ -92,6 +183,19 @@ class _BrandMentions:
                     break
         return found
 
+    def get(self, mention_id: str) -> ScoredMention | None:
+        return self._by_id.get(mention_id)
+
+    def remove(self, mention_id: str) -> bool:
+        old = self._by_id.pop(mention_id, None)
+        if old is None:
+            return False
+        del self._keys[bisect.bisect_left(self._keys, (old.published_at, old.id))]
+        return True
+
+    def all(self) -> list[ScoredMention]:
+        return list(self._by_id.values())
+
     def __len__(self) -> int:
         return len(self._keys)
 
@@ -104,10 +208,12 @@ class Views:
         *,
         configured_brands: Iterable[str] = (),
         mentions_per_brand: int = 500,
+        inbox_per_brand: int = 1000,
         alerts_kept: int = 10_000,
         retention: timedelta = timedelta(hours=25),
     ) -> None:
         self.mentions_per_brand = mentions_per_brand
+        self.inbox_per_brand = inbox_per_brand
         self.alerts_kept = alerts_kept
         self.retention = retention
         self._configured = frozenset(configured_brands)
@@ -119,6 +225,10 @@ class Views:
         self._mentions: dict[str, _BrandMentions] = {}
         self._alerts: dict[str, Alert] = {}
         self._alert_order: list[tuple[datetime, str]] = []
+        # brand -> mentions that need an answer (kept apart, so chatter does not push them out)
+        self._inbox: dict[str, _BrandMentions] = {}
+        self._acks: dict[str, AlertAck] = {}
+        self._handled: dict[tuple[str, str], MentionHandled] = {}
 
     # -- feeding ---------------------------------------------------------------------------------
 
@@ -149,10 +259,36 @@ class Views:
             last = authors.get(author)
             if last is None or mention.published_at > last:
                 authors[author] = mention.published_at
+        if answer_reasons(mention):
+            inbox = self._inbox.get(brand)
+            if inbox is None:
+                inbox = self._inbox[brand] = _BrandMentions(self.inbox_per_brand)
+            inbox.add(mention)
+        else:
+            inbox = self._inbox.get(brand)
+            if inbox is not None:
+                inbox.remove(mention.id)  # re-scored so that it no longer needs an answer
         recent = self._mentions.get(brand)
         if recent is None:
             recent = self._mentions[brand] = _BrandMentions(self.mentions_per_brand)
         return recent.add(mention)
+
+    def apply_action(self, action: Action) -> bool:
+        """Apply an ack, a handled mark or the tombstone of one; True if it changed anything."""
+        if isinstance(action, AlertAck):
+            changed = self._acks.get(action.alert_id) != action
+            self._acks[action.alert_id] = action
+            return changed
+        if isinstance(action, MentionHandled):
+            key = (action.brand, action.mention_id)
+            changed = self._handled.get(key) != action
+            self._handled[key] = action
+            return changed
+        if isinstance(action, AckRemoved):
+            return self._acks.pop(action.alert_id, None) is not None
+        if isinstance(action, HandledRemoved):
+            return self._handled.pop((action.brand, action.mention_id), None) is not None
+        raise TypeError(f"not an action: {action!r}")
 
     def apply_alert(self, alert: Alert) -> bool:
         """Keep an alert; True only the first time its id is seen (a replayed alert has the same id)."""
@@ -181,7 +317,18 @@ class Views:
             for author in gone:
                 del authors[author]
             dropped += len(gone)
-        return dropped
+        # Old marks whose alert or mention the views no longer keep serve nothing (the topic still has them).
+        stale_acks = [key for key, ack in self._acks.items() if ack.at < cutoff and key not in self._alerts]
+        for key in stale_acks:
+            del self._acks[key]
+        stale_marks = [
+            key
+            for key, mark in self._handled.items()
+            if mark.at < cutoff and self.find_mention(mark.brand, mark.mention_id) is None
+        ]
+        for mark_key in stale_marks:
+            del self._handled[mark_key]
+        return dropped + len(stale_acks) + len(stale_marks)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -249,12 +396,12 @@ class Views:
         recent = self._mentions.get(brand)
         return recent.newest(limit, sentiment) if recent is not None else []
 
-    def alerts(self, brand: str | None = None, limit: int = 100) -> list[Alert]:
-        """Alerts, newest (by created_at) first, optionally of one brand."""
+    def alerts(self, brand: str | None = None, limit: int = 100, visible: Collection[str] | None = None) -> list[Alert]:
+        """Alerts, newest (by created_at) first, optionally of one brand and/or among `visible` brands."""
         found: list[Alert] = []
         for _, alert_id in reversed(self._alert_order):
             alert = self._alerts[alert_id]
-            if brand is None or alert.brand == brand:
+            if (brand is None or alert.brand == brand) and (visible is None or alert.brand in visible):
                 found.append(alert)
                 if len(found) >= limit:
                     break
@@ -263,14 +410,74 @@ class Views:
     def alert(self, alert_id: str) -> Alert | None:
         return self._alerts.get(alert_id)
 
-    def alerts_after(self, alert_id: str, brand: str | None = None) -> list[Alert]:
+    def alerts_after(
+        self, alert_id: str, brand: str | None = None, visible: Collection[str] | None = None
+    ) -> list[Alert]:
         """Alerts created after the given one, oldest first (SSE resumption with Last-Event-ID)."""
         last = self._alerts.get(alert_id)
         if last is None:
             return []
         position = bisect.bisect_right(self._alert_order, (last.created_at, last.id))
         later = [self._alerts[key[1]] for key in self._alert_order[position:]]
-        return [alert for alert in later if brand is None or alert.brand == brand]
+        return [
+            alert
+            for alert in later
+            if (brand is None or alert.brand == brand) and (visible is None or alert.brand in visible)
+        ]
+
+    def ack(self, alert_id: str) -> AlertAck | None:
+        return self._acks.get(alert_id)
+
+    def alert_view(self, alert: Alert) -> AlertView:
+        """The alert with its ack, if any."""
+        ack = self._acks.get(alert.id)
+        fields = dict(alert)
+        if ack is not None:
+            fields.update(acked=True, acked_at=ack.at, acked_by=ack.by, ack_note=ack.note)
+        return AlertView.model_construct(**fields)
+
+    # -- inbox -----------------------------------------------------------------------------------
+
+    def find_mention(self, brand: str, mention_id: str) -> ScoredMention | None:
+        """A kept mention of the brand (recent list or inbox)."""
+        for store in (self._inbox.get(brand), self._mentions.get(brand)):
+            if store is not None:
+                found = store.get(mention_id)
+                if found is not None:
+                    return found
+        return None
+
+    def handled(self, brand: str, mention_id: str) -> MentionHandled | None:
+        return self._handled.get((brand, mention_id))
+
+    def inbox(self, brand: str, limit: int = 50, now: datetime | None = None) -> Inbox:
+        """Mentions that need an answer and are not handled yet, biggest reach first, then the most recent."""
+        waiting = [
+            mention
+            for mention in (self._inbox[brand].all() if brand in self._inbox else [])
+            if (brand, mention.id) not in self._handled
+        ]
+        waiting.sort(key=lambda m: (m.reach, m.published_at, m.id), reverse=True)
+        items = [
+            InboxItem.model_construct(**dict(mention), reasons=answer_reasons(mention)) for mention in waiting[:limit]
+        ]
+        return Inbox(brand=brand, pending=len(waiting), items=items, response_time=self.response_time(brand, now))
+
+    def response_time(self, brand: str, now: datetime | None = None) -> ResponseTime:
+        """Median and p90 of published_at → handled over the mentions handled in the last 24 hours."""
+        end = now or utc_now()
+        start = end - RESPONSE_TIME_WINDOW
+        durations = sorted(
+            max(0.0, (mark.at - mark.published_at).total_seconds())
+            for (mark_brand, _), mark in self._handled.items()
+            if mark_brand == brand and mark.published_at is not None and start < mark.at <= end
+        )
+        if not durations:
+            return ResponseTime(brand=brand)
+        p90 = durations[max(0, math.ceil(0.9 * len(durations)) - 1)]
+        return ResponseTime(
+            brand=brand, count=len(durations), median_seconds=statistics.median(durations), p90_seconds=p90
+        )
 
     def sizes(self) -> dict[str, int]:
         """How much each view holds (for logs and /readyz)."""
@@ -280,4 +487,7 @@ class Views:
             "authors": sum(len(a) for a in self._authors.values()),
             "mentions": sum(len(m) for m in self._mentions.values()),
             "alerts": len(self._alerts),
+            "inbox": sum(len(m) for m in self._inbox.values()),
+            "acks": len(self._acks),
+            "handled": len(self._handled),
         }

@@ -1,0 +1,109 @@
+"""What community managers do with alerts and mentions (acks, handled marks), kept on a compacted topic.
+
+Every action is a record on `<prefix>alerts.actions`, keyed `alert:<id>` or `mention:<brand>:<id>`, written
+with acks=all and applied to the views when read back, so every replica (and a restarted one) agrees.
+Pure: the models and the key rules; the writer lives with the other Kafka adapters in `consumer.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from schemas import dump, load, utc_now
+from schemas.models import UtcDatetime
+
+Who = Annotated[StrictStr, Field(max_length=128, description="who did it (free text: a name or an e-mail)")]
+Note = Annotated[StrictStr, Field(max_length=2000)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class AlertAck(_Record):
+    """alert-ack/1: someone has seen an alert and taken it in hand."""
+
+    schema_: Literal["alert-ack/1"] = Field("alert-ack/1", alias="schema")
+    alert_id: StrictStr
+    brand: StrictStr
+    by: Who | None = None
+    note: Note | None = None
+    at: UtcDatetime = Field(default_factory=utc_now)
+
+
+class MentionHandled(_Record):
+    """mention-handled/1: a mention of the inbox has been answered (or needs no answer)."""
+
+    schema_: Literal["mention-handled/1"] = Field("mention-handled/1", alias="schema")
+    mention_id: StrictStr
+    brand: StrictStr
+    by: Who | None = None
+    note: Note | None = None
+    at: UtcDatetime = Field(default_factory=utc_now)
+    published_at: UtcDatetime | None = Field(None, description="the mention's, for the response-time KPI")
+
+
+@dataclass(frozen=True)
+class AckRemoved:
+    """A tombstone for `alert:<id>`."""
+
+    alert_id: str
+
+
+@dataclass(frozen=True)
+class HandledRemoved:
+    """A tombstone for `mention:<brand>:<id>`."""
+
+    brand: str
+    mention_id: str
+
+
+Action = AlertAck | MentionHandled | AckRemoved | HandledRemoved
+
+
+class MalformedAction(ValueError):
+    """A record of the actions topic that is neither an action nor a tombstone of one."""
+
+
+def ack_key(alert_id: str) -> bytes:
+    return f"alert:{alert_id}".encode()
+
+
+def handled_key(brand: str, mention_id: str) -> bytes:
+    return f"mention:{brand}:{mention_id}".encode()
+
+
+def action_key(action: AlertAck | MentionHandled) -> bytes:
+    if isinstance(action, AlertAck):
+        return ack_key(action.alert_id)
+    return handled_key(action.brand, action.mention_id)
+
+
+def encode_action(action: AlertAck | MentionHandled) -> bytes:
+    return dump(action)
+
+
+def parse_action(key: bytes | None, value: bytes | None) -> Action:
+    """A record of the actions topic → the action (or the tombstone) it carries; MalformedAction/ValidationError."""
+    text = (key or b"").decode("utf-8", errors="replace")
+    kind, _, rest = text.partition(":")
+    if kind == "alert" and rest:
+        if value is None:
+            return AckRemoved(rest)
+        ack = load(AlertAck, value)
+        if ack.alert_id != rest:
+            raise MalformedAction(f"key {text!r} names another alert than the value ({ack.alert_id!r})")
+        return ack
+    if kind == "mention":
+        brand, sep, mention_id = rest.partition(":")
+        if sep and brand and mention_id:
+            if value is None:
+                return HandledRemoved(brand, mention_id)
+            handled = load(MentionHandled, value)
+            if (handled.brand, handled.mention_id) != (brand, mention_id):
+                raise MalformedAction(f"key {text!r} names another mention than the value")
+            return handled
+    raise MalformedAction(f"key {text!r} is neither alert:<id> nor mention:<brand>:<id>")

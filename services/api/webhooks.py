@@ -1,0 +1,863 @@
+"""Webhooks: every new alert of a matching brand is POSTed, signed, to the URLs of `webhooks:` in the config.
+
+Pure parts first (config, signature, bodies, backoff, delivery states, the address policy), then the adapters:
+`WebhookSender` (httpx on a transport that resolves, checks and connects to the checked address only) and
+`WebhookDispatcher`, which reads the alerts topic in a consumer group (so one replica delivers), writes each
+delivery's state to the compacted `<prefix>webhooks.deliveries` topic before committing the alert, and
+retries with exponential backoff and jitter. After a restart (or a rebalance) the state is read back from that
+topic: pending deliveries resume, delivered ones are never sent again.
+
+Signature: `X-Ecoute-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, f"{t}.{body}")>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import logging
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import httpcore
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from httpcore import AsyncNetworkBackend, AsyncNetworkStream
+from httpcore._backends.auto import AutoBackend
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+from schemas import Alert, ConfigError, dump, load, utc_now
+from schemas.models import UtcDatetime
+
+logger = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+SIGNATURE_HEADER = "X-Ecoute-Signature"
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+
+class WebhookConfig(BaseModel):
+    """One entry of `webhooks:`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: StrictStr
+    format: Literal["json", "slack"] = "json"
+    secret: StrictStr | None = Field(None, description="HMAC-SHA256 key of X-Ecoute-Signature; no header without")
+    brands: list[StrictStr] = Field(default_factory=lambda: ["*"], min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            parsed = httpx.URL(value)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise ValueError(f"not a valid URL: {exc}") from None
+        if parsed.scheme not in ("http", "https"):
+            raise ValueError(f"only http and https URLs are allowed, not {parsed.scheme or 'no scheme'!r}")
+        if not parsed.host:
+            raise ValueError("the URL has no host")
+        if parsed.userinfo:
+            raise ValueError("credentials in webhook URLs are refused")
+        return value
+
+    @property
+    def id(self) -> str:
+        """A stable name for this webhook in delivery records (the URL itself may be a secret, as Slack's are)."""
+        return "wh-" + hashlib.sha256(f"{self.format} {self.url}".encode()).hexdigest()[:12]
+
+    @property
+    def target(self) -> str:
+        """The URL with its path hidden, safe to show."""
+        parsed = httpx.URL(self.url)
+        port = f":{parsed.port}" if parsed.port else ""
+        return f"{parsed.scheme}://{parsed.host}{port}/…"
+
+    def matches(self, brand: str) -> bool:
+        return "*" in self.brands or brand in self.brands
+
+
+def parse_webhooks(raw: Sequence[dict[str, Any]], allow: Iterable[IPNetwork] = ()) -> list[WebhookConfig]:
+    """`webhooks:` entries → WebhookConfig; ConfigError names the entry and the field (and a refused IP literal)."""
+    hooks: list[WebhookConfig] = []
+    allowed = tuple(allow)
+    for index, entry in enumerate(raw):
+        try:
+            hook = WebhookConfig.model_validate(entry)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"webhooks[{index}]: {problems}") from None
+        literal = ip_literal(httpx.URL(hook.url).host)
+        if literal is not None:
+            why = address_refusal(literal, allowed)
+            if why is not None:
+                raise ConfigError(f"webhooks[{index}]: {why}")
+        if hook.format == "json" and not hook.secret:
+            logger.warning("webhooks[%d] (%s) has no secret: its requests are not signed", index, hook.target)
+        hooks.append(hook)
+    return hooks
+
+
+# ---------------------------------------------------------------------------------------------- signature, bodies
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The X-Ecoute-Signature value for a body sent at `timestamp` (unix seconds)."""
+    mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify_signature(secret: str, header: str, body: bytes, now: float | None = None, tolerance: float = 300) -> bool:
+    """What a receiver does: recompute the HMAC, compare in constant time, refuse stale timestamps (replays)."""
+    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    try:
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def _mrkdwn(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_payload(alert: Alert) -> dict[str, Any]:
+    """A Slack incoming-webhook message (text fallback + Block Kit blocks) for an alert."""
+    icon = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}[alert.severity]
+    title = f"{alert.severity.upper()} · {alert.brand} · {alert.kind.replace('_', ' ')}"
+    fields = [
+        f"*Observed*\n{alert.observed:g}",
+        f"*Baseline*\n{alert.baseline:g}",
+        f"*Threshold*\n{alert.threshold:g}",
+        f"*Window*\n{alert.window.start:%H:%M}–{alert.window.end:%H:%M} UTC",
+    ]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {_mrkdwn(alert.message)}"[:3000]}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": text} for text in fields]},
+    ]
+    evidence = alert.evidence
+    context = [
+        f"*{name}:* {_mrkdwn(', '.join(values[:10]))}"
+        for name, values in (("Terms", evidence.terms), ("Topics", evidence.topics), ("Authors", evidence.authors))
+        if values
+    ]
+    if context:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": t[:2000]} for t in context]})
+    samples = [url for url in evidence.sample_mentions if url.startswith(("http://", "https://"))][:3]
+    if samples:
+        links = "\n".join(f"• <{_mrkdwn(url)}|{_mrkdwn(url[:80])}>" for url in samples)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Sample mentions*\n{links}"[:3000]}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Écoute alert `{alert.id}`"}]})
+    return {"text": f"{icon} [{alert.severity}] {alert.brand}: {alert.message}", "blocks": blocks}
+
+
+def render_body(alert: Alert, fmt: str) -> bytes:
+    """The request body: alert/1 JSON (format json, like the SSE stream's data) or a Slack message."""
+    if fmt == "slack":
+        return orjson.dumps(slack_payload(alert))
+    return alert.model_dump_json(by_alias=True).encode()  # byte for byte the SSE stream's data
+
+
+# ---------------------------------------------------------------------------------------------- delivery states
+
+
+class Delivery(BaseModel):
+    """webhook-delivery/1: the state of one alert's delivery to one webhook (compacted, key = `id`)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    schema_: Literal["webhook-delivery/1"] = Field("webhook-delivery/1", alias="schema")
+    id: StrictStr = Field(description="`<alert id>|<webhook id>`")
+    alert_id: StrictStr
+    brand: StrictStr
+    kind: StrictStr
+    webhook: StrictStr = Field(description="webhook id (a digest of format and URL)")
+    target: StrictStr = Field(description="scheme and host of the URL (the path may be a secret)")
+    format: Literal["json", "slack"]
+    status: DeliveryStatus
+    attempts: int = Field(0, ge=0)
+    last_status_code: int | None = None
+    last_error: str | None = None
+    next_attempt_at: UtcDatetime | None = Field(None, description="when the next attempt is due; null once final")
+    alert_created_at: UtcDatetime
+    updated_at: UtcDatetime
+    delivered_at: UtcDatetime | None = None
+    partition: int = Field(0, ge=0, description="partition of the alert on the alerts topic (who retries it)")
+    alert: Alert | None = Field(None, description="kept while pending, to retry after a restart")
+
+
+def delivery_id(alert_id: str, webhook_id: str) -> str:
+    return f"{alert_id}|{webhook_id}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 30
+    max_age: timedelta = timedelta(hours=24)
+    backoff: float = 30.0
+    backoff_max: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt gave."""
+
+    delivered: bool
+    status_code: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    permanent: bool = False  # retrying cannot help (refused address, 410 Gone)
+
+
+def backoff_delay(attempts: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """Seconds before the next attempt after `attempts` failed ones: doubling, capped, jittered to [½, 1]×."""
+    delay = min(policy.backoff_max, policy.backoff * 2 ** max(0, attempts - 1))
+    return delay * (0.5 + 0.5 * rng.random())
+
+
+def new_delivery(alert: Alert, hook: WebhookConfig, partition: int, now: datetime) -> Delivery:
+    return Delivery(
+        id=delivery_id(alert.id, hook.id),
+        alert_id=alert.id,
+        brand=alert.brand,
+        kind=alert.kind,
+        webhook=hook.id,
+        target=hook.target,
+        format=hook.format,
+        status="pending",
+        next_attempt_at=now,
+        alert_created_at=alert.created_at,
+        updated_at=now,
+        partition=partition,
+        alert=alert,
+    )
+
+
+def after_attempt(
+    delivery: Delivery, outcome: Outcome, now: datetime, policy: RetryPolicy, rng: random.Random
+) -> Delivery:
+    """The delivery's next state: delivered, pending with the next attempt scheduled, or failed for good."""
+    attempts = delivery.attempts + 1
+    common: dict[str, Any] = {
+        "attempts": attempts,
+        "last_status_code": outcome.status_code,
+        "last_error": outcome.error,
+        "updated_at": now,
+    }
+    if outcome.delivered:
+        return delivery.model_copy(
+            update={**common, "status": "delivered", "delivered_at": now, "next_attempt_at": None, "alert": None}
+        )
+    expires = delivery.alert_created_at + policy.max_age
+    delay = backoff_delay(attempts, policy, rng)
+    if outcome.retry_after is not None:
+        delay = max(delay, min(outcome.retry_after, policy.backoff_max))
+    due = now + timedelta(seconds=delay)
+    if outcome.permanent or attempts >= policy.max_attempts or due > expires:
+        return delivery.model_copy(update={**common, "status": "failed", "next_attempt_at": None, "alert": None})
+    return delivery.model_copy(update={**common, "status": "pending", "next_attempt_at": due})
+
+
+def expired(delivery: Delivery, now: datetime, error: str) -> Delivery:
+    return delivery.model_copy(
+        update={"status": "failed", "next_attempt_at": None, "alert": None, "last_error": error, "updated_at": now}
+    )
+
+
+class DeliveryLog:
+    """Delivery states by id (the newest record of each key wins, as on the compacted topic)."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity = capacity
+        self._by_id: dict[str, Delivery] = {}
+
+    def apply(self, delivery: Delivery) -> None:
+        self._by_id.pop(delivery.id, None)  # re-insert: dict order = order of the latest update
+        self._by_id[delivery.id] = delivery
+        if self.capacity is not None:
+            while len(self._by_id) > self.capacity:
+                del self._by_id[next(iter(self._by_id))]
+
+    def remove(self, key: str) -> None:
+        self._by_id.pop(key, None)
+
+    def get(self, key: str) -> Delivery | None:
+        return self._by_id.get(key)
+
+    def values(self) -> list[Delivery]:
+        return list(self._by_id.values())
+
+    def clear(self) -> None:
+        self._by_id.clear()
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def query(
+        self,
+        visible: Iterable[str] | None = None,
+        status: DeliveryStatus | None = None,
+        brand: str | None = None,
+        limit: int = 100,
+    ) -> list[Delivery]:
+        """The most recently updated first, optionally of some brands or one status."""
+        allowed = None if visible is None else set(visible)
+        found: list[Delivery] = []
+        for delivery in reversed(self._by_id.values()):
+            if allowed is not None and delivery.brand not in allowed:
+                continue
+            if (status is not None and delivery.status != status) or (brand is not None and delivery.brand != brand):
+                continue
+            found.append(delivery)
+            if len(found) >= limit:
+                break
+        return found
+
+
+# ---------------------------------------------------------------------------------------------- address policy
+# The same rule as the feeds' fetcher (services/ingest/connectors/fetch.py): public addresses only, unless inside
+# `fetch.allow_networks`; IPv4 hidden in IPv6 (mapped, 6to4, Teredo, NAT64) is checked too.
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+class ForbiddenAddress(Exception):
+    """The webhook host resolves only to addresses the policy refuses."""
+
+
+def parse_networks(networks: Iterable[str]) -> tuple[IPNetwork, ...]:
+    parsed: list[IPNetwork] = []
+    for text in networks:
+        try:
+            parsed.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError as exc:
+            raise ConfigError(f"fetch.allow_networks: {text!r} is not a network ({exc})") from None
+    return tuple(parsed)
+
+
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64 or address in _NAT64_LOCAL or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _kind(address: IPAddress) -> str | None:
+    for name, flag in (
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("unspecified", address.is_unspecified),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
+        ("non-public", not address.is_global),
+    ):
+        if flag:
+            return name
+    return None
+
+
+def address_refusal(address: IPAddress, allow: Iterable[IPNetwork]) -> str | None:
+    """Why a webhook may not be sent to `address` (None when it may)."""
+    inner = embedded_ipv4(address)
+    # The IPv4 inside first, so the refusal names what the address really reaches.
+    candidates: list[IPAddress] = [address] if inner is None else [inner, address]
+    allowed = tuple(allow)
+    if any(c in net for c in candidates for net in allowed if c.version == net.version):
+        return None
+    for candidate in candidates:
+        kind = _kind(candidate)
+        if kind is not None:
+            shown = f"{address} ({candidate})" if candidate is not address else str(address)
+            return f"{shown} is a {kind} address and not in fetch.allow_networks"
+    return None
+
+
+def ip_literal(host: str) -> IPAddress | None:
+    """The address a host denotes by itself, legacy inet_aton forms (`2130706433`, `0x7f.1`, `127.1`) included."""
+    text = host.strip().rstrip(".").strip("[]").split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    parts = text.split(".")
+    if not parts or len(parts) > 4 or not all(_legacy_number(p) for p in parts):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(text))
+    except (OSError, ValueError):
+        return None
+
+
+def _legacy_number(part: str) -> bool:
+    lower = part.lower()
+    if lower.startswith("0x"):
+        return len(lower) > 2 and all(c in "0123456789abcdef" for c in lower[2:])
+    return part.isdigit()
+
+
+async def system_resolver(host: str, port: int) -> list[IPAddress]:
+    literal = ip_literal(host)
+    if literal is not None:
+        return [literal]
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[IPAddress] = []
+    for _family, _type, _proto, _canon, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+class PinnedBackend(AsyncNetworkBackend):
+    """Resolves, checks every address, and connects to a checked one only (a rebinding DNS changes nothing)."""
+
+    def __init__(self, allow: tuple[IPNetwork, ...], resolver: Resolver) -> None:
+        self.allow = allow
+        self.resolver = resolver
+        self._inner = AutoBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                addresses = await self.resolver(host, port)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host!r} took over {timeout}s") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from None
+        refusals = [(a, address_refusal(a, self.allow)) for a in addresses]
+        permitted = [a for a, why in refusals if why is None]
+        if not permitted:
+            raise ForbiddenAddress(f"{host!r} refused: {refusals[0][1] if refusals else 'no address'}")
+        last: Exception | None = None
+        for address in permitted:
+            try:
+                return await self._inner.connect_tcp(
+                    str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> AsyncNetworkStream:
+        raise ForbiddenAddress("unix sockets are never used for webhooks")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _PinnedTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, backend: PinnedBackend) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(), max_connections=32, keepalive_expiry=30.0, network_backend=backend
+        )
+
+
+# ---------------------------------------------------------------------------------------------- adapters
+
+
+class WebhookSender:
+    """POSTs one body to one webhook; never follows redirects; every problem becomes an Outcome."""
+
+    def __init__(self, allow: tuple[IPNetwork, ...], timeout: float, resolver: Resolver = system_resolver) -> None:
+        self._client = httpx.AsyncClient(
+            transport=_PinnedTransport(PinnedBackend(allow, resolver)),
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,
+            headers={"user-agent": "ecoute-webhooks/1"},
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def post(self, hook: WebhookConfig, body: bytes, delivery: Delivery) -> Outcome:
+        headers = {
+            "content-type": "application/json",
+            "x-ecoute-event": "alert",
+            "x-ecoute-delivery": delivery.id,
+            "x-ecoute-attempt": str(delivery.attempts + 1),
+        }
+        if hook.secret:
+            headers[SIGNATURE_HEADER] = sign(hook.secret, int(time.time()), body)
+        try:
+            response = await self._client.post(hook.url, content=body, headers=headers)
+        except ForbiddenAddress as exc:
+            return Outcome(False, error=str(exc), permanent=True)
+        except httpx.TimeoutException as exc:
+            return Outcome(False, error=f"timeout: {type(exc).__name__}")
+        except (httpx.HTTPError, OSError) as exc:
+            return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500])
+        status = response.status_code
+        if 200 <= status < 300:
+            return Outcome(True, status_code=status)
+        if 300 <= status < 400:
+            location = response.headers.get("location", "?")
+            return Outcome(False, status_code=status, error=f"redirect to {location[:200]} not followed")
+        retry_after = None
+        with contextlib.suppress(ValueError):
+            retry_after = float(response.headers.get("retry-after", ""))
+        return Outcome(
+            False, status_code=status, error=f"HTTP {status}", retry_after=retry_after, permanent=status == 410
+        )
+
+
+class DispatcherMetrics:
+    """Callbacks the dispatcher reports to (metrics.py wires them to Prometheus)."""
+
+    def __init__(
+        self,
+        on_outcome: Callable[[str], None] | None = None,
+        on_pending: Callable[[int], None] | None = None,
+    ) -> None:
+        self.on_outcome = on_outcome or (lambda _: None)
+        self.on_pending = on_pending or (lambda _: None)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, dispatcher: WebhookDispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.dispatcher.assigned -= {tp.partition for tp in revoked}
+        self.dispatcher.ready = False
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        # The ledger is reloaded (and fresh partitions pinned to their end) by the main loop, not in here.
+        self.dispatcher._fresh = list(assigned)
+
+
+class WebhookDispatcher:
+    """Delivers new alerts to the configured webhooks from one replica of the consumer group at a time."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        alerts_topic: str,
+        deliveries_topic: str,
+        group: str,
+        hooks: Sequence[WebhookConfig],
+        sender: WebhookSender,
+        policy: RetryPolicy,
+        concurrency: int = 8,
+        prepare: Callable[[], Awaitable[None]] | None = None,
+        metrics: DispatcherMetrics | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.alerts_topic = alerts_topic
+        self.deliveries_topic = deliveries_topic
+        self.group = group
+        self.hooks = {hook.id: hook for hook in hooks}
+        self.sender = sender
+        self.policy = policy
+        self.prepare = prepare
+        self.metrics = metrics or DispatcherMetrics()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.ledger = DeliveryLog()
+        self.assigned: set[int] = set()
+        self.ready = False  # partitions assigned and the ledger read back
+        self._fresh: list[TopicPartition] = []
+        self._in_flight: set[str] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ecoute-api-webhooks")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.sender.aclose()
+        logger.info("webhook dispatcher stopped")
+
+    async def _run(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await self._dispatch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.ready = False
+                logger.exception("webhook dispatcher failed; restarting in %.0fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _dispatch(self) -> None:
+        if self.prepare is not None:
+            await self.prepare()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, client_id="ecoute-api-webhooks"
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            client_id="ecoute-api-webhooks",
+            enable_auto_commit=False,
+            # A group's very first start begins at the end: alerts raised before are history, not news.
+            auto_offset_reset="latest",
+            isolation_level="read_committed",
+        )
+        await producer.start()
+        self._producer = producer
+        sender: asyncio.Task[None] | None = None
+        try:
+            await consumer.start()
+            consumer.subscribe([self.alerts_topic], listener=_Rebalance(self))
+            sender = asyncio.create_task(self._send_loop(), name="ecoute-api-webhook-sender")
+            logger.info("webhook dispatcher joined group %s for %d webhook(s)", self.group, len(self.hooks))
+            while True:
+                batch: dict[TopicPartition, list[Any]] = await consumer.getmany(timeout_ms=500, max_records=500)
+                if self._fresh:
+                    await self._take_over(consumer, batch)
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._register(record)
+                    if records:
+                        # Committed only once every delivery record of these alerts is written (acks=all).
+                        await consumer.commit({tp: records[-1].offset + 1})
+                if sender.done():
+                    sender.result()  # re-raise what stopped it
+        finally:
+            self.ready = False
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            self._producer = None
+            await producer.stop()
+
+    async def _take_over(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
+        """New partitions: pin a never-committed one to where it starts, then read the delivery states back."""
+        fresh, self._fresh = self._fresh, []
+        for tp in fresh:
+            if await consumer.committed(tp) is None:
+                records = batch.get(tp)
+                start = records[0].offset if records else await consumer.position(tp)
+                await consumer.commit({tp: start})
+        await self._load_ledger()
+        self.assigned = {tp.partition for tp in fresh}
+        self.ready = True
+        logger.info(
+            "webhook dispatcher owns partitions %s of %s; %d deliveries known, %d pending",
+            sorted(self.assigned),
+            self.alerts_topic,
+            len(self.ledger),
+            sum(1 for d in self.ledger.values() if d.status == "pending"),
+        )
+        self._report_pending()
+        self._wake.set()
+
+    async def _load_ledger(self) -> None:
+        """Every delivery state on the deliveries topic, read to its current end."""
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, client_id="ecoute-api-ledger"
+        )
+        await reader.start()
+        try:
+            partitions = reader.partitions_for_topic(self.deliveries_topic)
+            if not partitions:
+                await reader._client.force_metadata_update()
+                partitions = reader.partitions_for_topic(self.deliveries_topic) or set()
+            tps = [TopicPartition(self.deliveries_topic, p) for p in sorted(partitions)]
+            self.ledger.clear()
+            if not tps:
+                return
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            ends = await reader.end_offsets(tps)
+            while any([await reader.position(tp) < ends[tp] for tp in tps]):
+                batch = await reader.getmany(timeout_ms=500, max_records=10_000)
+                for records in batch.values():
+                    for record in records:
+                        self._apply_record(record)
+        finally:
+            await reader.stop()
+
+    def _apply_record(self, record: Any) -> None:
+        key = (record.key or b"").decode("utf-8", errors="replace")
+        if record.value is None:
+            self.ledger.remove(key)
+            return
+        try:
+            self.ledger.apply(load(Delivery, record.value))
+        except ValidationError as exc:
+            logger.warning(
+                "skipping malformed delivery record on %s partition %d offset %d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc.errors()[0]["msg"] if exc.errors() else exc,
+            )
+
+    # -- alerts → deliveries ---------------------------------------------------------------------
+
+    async def _register(self, record: Any) -> None:
+        try:
+            if record.value is None:
+                raise ValueError("empty value")
+            alert = load(Alert, record.value)
+        except (ValueError, ValidationError) as exc:
+            logger.warning(
+                "webhooks: skipping malformed alert on %s partition %d offset %d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+            )
+            return
+        now = self.clock()
+        for hook in self.hooks.values():
+            if not hook.matches(alert.brand) or self.ledger.get(delivery_id(alert.id, hook.id)) is not None:
+                continue  # another brand, or already known (a replayed alert): never delivered twice
+            delivery = new_delivery(alert, hook, record.partition, now)
+            if now - alert.created_at > self.policy.max_age:
+                delivery = expired(delivery, now, "the alert was already older than the retry period when read")
+                self.metrics.on_outcome("failed")
+            await self._write(delivery)
+        self._report_pending()
+        self._wake.set()
+
+    async def _write(self, delivery: Delivery) -> None:
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the dispatcher is not running")
+        self.ledger.apply(delivery)
+        await producer.send_and_wait(self.deliveries_topic, dump(delivery), key=delivery.id.encode())
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def _due(self, now: datetime) -> tuple[list[Delivery], datetime | None]:
+        due: list[Delivery] = []
+        soonest: datetime | None = None
+        for delivery in self.ledger.values():
+            if (
+                delivery.status != "pending"
+                or delivery.partition not in self.assigned
+                or delivery.id in self._in_flight
+                or delivery.next_attempt_at is None
+            ):
+                continue
+            if delivery.next_attempt_at <= now:
+                due.append(delivery)
+            elif soonest is None or delivery.next_attempt_at < soonest:
+                soonest = delivery.next_attempt_at
+        due.sort(key=lambda d: d.next_attempt_at or now)
+        return due, soonest
+
+    async def _send_loop(self) -> None:
+        attempts: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._wake.clear()
+                now = self.clock()
+                due, soonest = self._due(now) if self.ready else ([], None)
+                for delivery in due:
+                    self._in_flight.add(delivery.id)
+                    task = asyncio.create_task(self._attempt(delivery))
+                    attempts.add(task)
+                    task.add_done_callback(attempts.discard)
+                wait = 5.0 if soonest is None else min(5.0, max(0.01, (soonest - now).total_seconds()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+        finally:
+            for task in attempts:
+                task.cancel()
+            await asyncio.gather(*attempts, return_exceptions=True)
+            self._in_flight.clear()
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        try:
+            async with self._slots:
+                hook = self.hooks.get(delivery.webhook)
+                now = self.clock()
+                if hook is None or delivery.alert is None:
+                    why = "the webhook is no longer configured" if hook is None else "no alert kept to send"
+                    await self._save(expired(delivery, now, why), "failed")
+                    return
+                outcome = await self.sender.post(hook, render_body(delivery.alert, hook.format), delivery)
+                after = after_attempt(delivery, outcome, self.clock(), self.policy, self.rng)
+                label = after.status if after.status != "pending" else "retry"
+                if after.status != "delivered":
+                    logger.warning(
+                        "webhook %s for alert %s: attempt %d failed (%s); %s",
+                        hook.target,
+                        delivery.alert_id,
+                        after.attempts,
+                        outcome.error,
+                        f"next at {after.next_attempt_at:%H:%M:%S}" if after.next_attempt_at else "giving up",
+                    )
+                await self._save(after, label)
+        finally:
+            self._in_flight.discard(delivery.id)
+            self._report_pending()
+            self._wake.set()
+
+    async def _save(self, delivery: Delivery, outcome: str) -> None:
+        """Record a new state; the in-memory ledger is updated first, so a failed write never causes a resend here."""
+        self.metrics.on_outcome(outcome)
+        self.ledger.apply(delivery)
+        delay = 0.5
+        while True:
+            try:
+                await self._write(delivery)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.error("could not record delivery %s (%s); retrying in %.1fs", delivery.id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _report_pending(self) -> None:
+        self.metrics.on_pending(sum(1 for d in self.ledger.values() if d.status == "pending"))
