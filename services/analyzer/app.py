@@ -60,7 +60,10 @@ def event_context(event: EventT[Any]) -> Iterator[None]:
 
 
 def create_app(
-    settings: AnalyzerSettings, config: EcouteConfig, registry: CollectorRegistry | None = None
+    settings: AnalyzerSettings,
+    config: EcouteConfig,
+    registry: CollectorRegistry | None = None,
+    stage1: Stage1 | None = None,
 ) -> tuple[faust.App, AnalyzerMetrics]:
     topics = Topics(settings.topic_prefix)
     metrics = build_metrics(registry or CollectorRegistry())
@@ -90,7 +93,7 @@ def create_app(
     buckets = app.Table("kpi-buckets", partitions=settings.partitions)
     brand_state = app.Table("brand-state", partitions=settings.partitions)
     stage2 = Stage2(config)
-    app.add_dependency(ScoringService(settings, Stage1(config), metrics, loop=app.loop, beacon=app.beacon))
+    app.add_dependency(ScoringService(settings, stage1 or Stage1(config), metrics, loop=app.loop, beacon=app.beacon))
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: Any = None) -> Awaitable[Any]:
         return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=headers)

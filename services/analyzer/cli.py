@@ -10,8 +10,10 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
-from schemas import Topics, ensure_topics, load_config
+from schemas import ConfigError, Topics, ensure_topics, load_config
 from services.analyzer.app import create_app
+from services.analyzer.pipeline import Stage1
+from services.analyzer.query import QueryError
 from services.analyzer.settings import build_settings
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ecoute analyzer", description="score mentions and keep KPI tables")
     parser.parse_args(argv)
     settings = build_settings()
-    config = load_config(settings.config)
+    try:
+        config = load_config(settings.config)
+        stage1 = Stage1(config)  # compiles every brand query: a bad one stops start-up here
+    except (ConfigError, QueryError) as exc:
+        logger.error("cannot start the analyzer: %s", exc)
+        return 2
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     topics = Topics(settings.topic_prefix)
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     settings.analyzer_data_dir.mkdir(parents=True, exist_ok=True)
     registry = CollectorRegistry()
-    app, _ = create_app(settings, config, registry)
+    app, _ = create_app(settings, config, registry, stage1=stage1)
     if settings.analyzer_metrics_port:
         start_http_server(settings.analyzer_metrics_port, settings.analyzer_metrics_host, registry=registry)
         logger.info(

@@ -10,7 +10,7 @@ from typing import Any
 
 import ahocorasick
 
-from services.analyzer.query import Node, normalise_term, parse_query
+from services.analyzer.query import Facts, Node, QueryError, filter_fields, normalise_term, parse_query
 
 
 def _is_word_char(char: str) -> bool:
@@ -22,15 +22,20 @@ class TermFinder:
 
     Overlapping terms are all found ("apple" inside "apple music"); a term counts only on word
     boundaries, and "#acme" or "@acme" keep their sigil, so plain "acme" doesn't match inside them.
+    A term ending in `*` ("acme*") matches any word that starts with it; it is reported as "acme*".
     """
 
     def __init__(self, terms: Iterable[str]) -> None:
         self.terms = sorted({normalise_term(t) for t in terms if t.strip()})
         self._automaton: Any = None
-        if self.terms:
+        entries: dict[str, list[tuple[str, bool]]] = {}
+        for term in self.terms:
+            prefix = term.endswith("*")
+            entries.setdefault(term.rstrip("*") if prefix else term, []).append((term, prefix))
+        if entries:
             self._automaton = ahocorasick.Automaton()
-            for term in self.terms:
-                self._automaton.add_word(term, term)
+            for base, keys in entries.items():
+                self._automaton.add_word(base, (len(base), tuple(keys)))
             self._automaton.make_automaton()
 
     def find(self, text: str) -> set[str]:
@@ -40,13 +45,14 @@ class TermFinder:
         norm = " ".join(text.lower().split())
         found: set[str] = set()
         last = len(norm) - 1
-        for end, term in self._automaton.iter(norm):
-            start = end - len(term) + 1
+        for end, (length, keys) in self._automaton.iter(norm):
+            start = end - length + 1
             if start > 0 and (_is_word_char(norm[start - 1]) or norm[start - 1] in "#@"):
                 continue
-            if end < last and _is_word_char(norm[end + 1]):
-                continue
-            found.add(term)
+            whole_word = end >= last or not _is_word_char(norm[end + 1])
+            for key, prefix in keys:
+                if prefix or whole_word:
+                    found.add(key)
         return found
 
 
@@ -60,18 +66,25 @@ class BrandMatcher:
     """Which configured brands a text mentions, and by which terms."""
 
     def __init__(self, queries: Mapping[str, str | list[str]]) -> None:
-        self.queries: dict[str, Node] = {brand: parse_query(q) for brand, q in queries.items()}
+        self.queries: dict[str, Node] = {}
+        for brand, query in queries.items():
+            try:
+                self.queries[brand] = parse_query(query)
+            except QueryError as exc:
+                raise QueryError(exc.query, exc.position, f"brand {brand!r}: {exc.reason}") from None
         self._finder = TermFinder(t for node in self.queries.values() for t in node.terms())
         self._brand_terms = {brand: node.terms() for brand, node in self.queries.items()}
+        self.filter_fields: set[str] = set().union(*(filter_fields(n) for n in self.queries.values()))
 
-    def match(self, text: str) -> list[BrandMatch]:
+    def match(self, text: str, facts: Facts | None = None) -> list[BrandMatch]:
+        """Brands whose query holds for `text`; `facts` gives the fields filters read (lang, source, site, author)."""
         found = self._finder.find(text)
         if not found:
             return []
         return [
             BrandMatch(brand, sorted(found & self._brand_terms[brand]))
             for brand, node in self.queries.items()
-            if node.evaluate(found)
+            if not found.isdisjoint(self._brand_terms[brand]) and node.evaluate(found, facts)
         ]
 
 

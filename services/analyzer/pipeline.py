@@ -22,7 +22,7 @@ from schemas import EcouteConfig, KpiPartial, Mention, load, utc_now
 from services.analyzer import kpi
 from services.analyzer.alerts import alert_id, volume_spike
 from services.analyzer.matching import BrandMatcher, TopicClassifier
-from services.analyzer.tone import ToneScorer
+from services.analyzer.tone import LanguageDetector, ToneScorer
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ class Stage1:
         self.matcher = BrandMatcher({name: brand.query for name, brand in config.brands.items()})
         self.topics = TopicClassifier(config.topics)
         self.scorer = scorer or ToneScorer()
+        self.detector = LanguageDetector()
+        # Detect the language before matching only when a brand query filters on it.
+        self._lang_first = "lang" in self.matcher.filter_fields
 
     def process(self, records: Sequence[RawRecord], is_seen: Callable[[str], bool]) -> Stage1Result:
         result = Stage1Result()
@@ -91,12 +94,20 @@ class Stage1:
             batch_ids.add(mention.id)
             result.new_ids.append((index, mention.id, kpi.epoch(mention.published_at)))
             text = f"{mention.title}\n{mention.text}" if mention.title else mention.text
-            matches = self.matcher.match(text)
+            lang = mention.lang or (self.detector.detect(text) if self._lang_first else None)
+            facts = {
+                "lang": lang,
+                "source": mention.source,
+                "site": mention.site,
+                "author": mention.author.handle or mention.author.id,
+            }
+            matches = self.matcher.match(text, facts)
             if not matches:
                 result.unmatched += 1
                 continue
             started = time.perf_counter()
-            tone = self.scorer.score(text)
+            lang = lang or self.detector.detect(text)
+            tone = self.scorer.score(text, lang)
             result.scoring_seconds += time.perf_counter() - started
             topics = self.topics.classify(text)
             base = mention.model_dump(by_alias=True)
@@ -104,6 +115,7 @@ class Stage1:
                 scored = {
                     **base,
                     "schema": "scored-mention/1",
+                    "lang": lang,
                     "brand": match.brand,
                     "sentiment": {
                         "compound": tone.compound,

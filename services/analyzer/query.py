@@ -3,16 +3,21 @@ combined with AND, OR, NOT and parentheses (`acme OR "#acme"`, `(acme OR @acme) 
 
 A query compiles to a boolean expression over terms; `terms()` lists every term so all brands'
 terms can be found in one pass over a text, and `evaluate()` decides on the set of terms found.
-Juxtaposed terms mean AND, as in most listening tools.
+Juxtaposed terms mean AND, as in most listening tools. `acme*` matches any word starting with
+acme. Filters `lang:fr`, `source:reddit`, `site:reddit.com`, `author:jdoe` test the mention itself;
+a query needs at least one term besides its filters.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 _TOKEN = re.compile(r'\s*(?:(?P<lp>\()|(?P<rp>\))|"(?P<phrase>[^"]*)"|(?P<word>[^\s()"]+))')
 _OPERATORS = {"AND", "OR", "NOT"}
+FILTER_FIELDS = ("lang", "source", "site", "author")
+Facts = Mapping[str, str | None]
 
 
 class QueryError(ValueError):
@@ -29,7 +34,7 @@ class QueryError(ValueError):
 class Term:
     text: str  # lowercased, whitespace-normalised
 
-    def evaluate(self, found: frozenset[str] | set[str]) -> bool:
+    def evaluate(self, found: frozenset[str] | set[str], facts: Facts | None = None) -> bool:
         return self.text in found
 
     def terms(self) -> set[str]:
@@ -40,8 +45,8 @@ class Term:
 class Not:
     operand: Node
 
-    def evaluate(self, found: frozenset[str] | set[str]) -> bool:
-        return not self.operand.evaluate(found)
+    def evaluate(self, found: frozenset[str] | set[str], facts: Facts | None = None) -> bool:
+        return not self.operand.evaluate(found, facts)
 
     def terms(self) -> set[str]:
         return self.operand.terms()
@@ -51,8 +56,8 @@ class Not:
 class All:
     operands: tuple[Node, ...]
 
-    def evaluate(self, found: frozenset[str] | set[str]) -> bool:
-        return all(op.evaluate(found) for op in self.operands)
+    def evaluate(self, found: frozenset[str] | set[str], facts: Facts | None = None) -> bool:
+        return all(op.evaluate(found, facts) for op in self.operands)
 
     def terms(self) -> set[str]:
         return set().union(*(op.terms() for op in self.operands))
@@ -62,14 +67,37 @@ class All:
 class Any_:
     operands: tuple[Node, ...]
 
-    def evaluate(self, found: frozenset[str] | set[str]) -> bool:
-        return any(op.evaluate(found) for op in self.operands)
+    def evaluate(self, found: frozenset[str] | set[str], facts: Facts | None = None) -> bool:
+        return any(op.evaluate(found, facts) for op in self.operands)
 
     def terms(self) -> set[str]:
         return set().union(*(op.terms() for op in self.operands))
 
 
-Node = Term | Not | All | Any_
+@dataclass(frozen=True)
+class Filter:
+    """`field:value` on the mention itself (language, source type, site, author handle or id)."""
+
+    field: str
+    value: str
+
+    def evaluate(self, found: frozenset[str] | set[str], facts: Facts | None = None) -> bool:
+        actual = (facts or {}).get(self.field)
+        if not actual:
+            return False
+        actual = actual.lower()
+        if self.field == "site":
+            # site:reddit.com covers reddit.com/r/phones and old.reddit.com.
+            return actual == self.value or actual.startswith(self.value + "/") or actual.endswith("." + self.value)
+        if self.field == "author":
+            return actual.lstrip("@") == self.value
+        return actual == self.value
+
+    def terms(self) -> set[str]:
+        return set()
+
+
+Node = Term | Not | All | Any_ | Filter
 
 
 def normalise_term(text: str) -> str:
@@ -94,7 +122,15 @@ def _tokenise(query: str) -> list[tuple[str, str, int]]:
             tokens.append(("term", value, start - 1))
         elif kind == "word":
             word = match.group("word")
-            tokens.append(("op", word, start) if word in _OPERATORS else ("term", word, start))
+            field, colon, value = word.partition(":")
+            if word in _OPERATORS:
+                tokens.append(("op", word, start))
+            elif colon and field.lower() in FILTER_FIELDS:
+                if not value:
+                    raise QueryError(query, start + len(field) + 1, f"{field}: needs a value")
+                tokens.append(("filter", word, start))
+            else:
+                tokens.append(("term", word, start))
         else:
             tokens.append((kind, match.group(kind), start))
         pos = match.end()
@@ -122,6 +158,8 @@ class _Parser:
         token = self._peek()
         if token is not None:
             raise QueryError(self.query, token[2], f"unexpected {token[1]!r}")
+        if not node.terms():
+            raise QueryError(self.query, 0, "a query needs at least one term besides its filters")
         return node
 
     def _or(self) -> Node:
@@ -133,7 +171,9 @@ class _Parser:
 
     def _and(self) -> Node:
         operands = [self._unary()]
-        while (token := self._peek()) is not None and (token[0] in ("term", "lp") or token[1] in ("AND", "NOT")):
+        while (token := self._peek()) is not None and (
+            token[0] in ("term", "lp", "filter") or token[1] in ("AND", "NOT")
+        ):
             if token[:2] == ("op", "AND"):
                 self.index += 1
             operands.append(self._unary())
@@ -158,7 +198,16 @@ class _Parser:
             return node
         if kind == "term":
             self.index += 1
-            return Term(normalise_term(value))
+            term = normalise_term(value)
+            if term.endswith("*") and len(term.rstrip("*")) < 2:
+                raise QueryError(self.query, position, "a wildcard needs at least two letters before '*'")
+            if "*" in term.rstrip("*") or term.endswith("**"):
+                raise QueryError(self.query, position, "'*' is only allowed at the end of a word")
+            return Term(term)
+        if kind == "filter":
+            self.index += 1
+            field, _, filter_value = value.partition(":")
+            return Filter(field.lower(), filter_value.strip('"').lower().lstrip("@"))
         raise QueryError(self.query, position, f"unexpected {value!r}")
 
 
@@ -170,3 +219,14 @@ def parse_query(query: str | list[str]) -> Node:
             raise QueryError(str(query), 0, "empty query")
         return Any_(tuple(Term(t) for t in terms)) if len(terms) > 1 else Term(terms[0])
     return _Parser(query).parse()
+
+
+def filter_fields(node: Node) -> set[str]:
+    """The mention fields a query's filters read (so the caller knows what to compute first)."""
+    if isinstance(node, Filter):
+        return {node.field}
+    if isinstance(node, Term):
+        return set()
+    if isinstance(node, Not):
+        return filter_fields(node.operand)
+    return set().union(*(filter_fields(op) for op in node.operands))
