@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas import ConfigError, EcouteConfig, Mention, dump
+from schemas import AccountMetric, ConfigError, EcouteConfig, Mention, dump
 from services.ingest.connectors import CONNECTORS
 from services.ingest.connectors.base import Batch, Connector, ContentRefused
 from services.ingest.connectors.checkpoints import CheckpointStore
@@ -217,10 +217,27 @@ class SourceWorker:
                 await self.link.produce(self.link.topics.mentions_raw, [(m.id.encode(), dump(m)) for m in mentions])
                 self.metrics.source_produced.labels(*self.labels).inc(len(mentions))
                 self.status.produced += len(mentions)
+            if batch.account_metrics:
+                await self._produce_account_metrics(batch.account_metrics)
             if batch.save:
                 await self.store.save(source_id, batch.cursor)
         finally:
             self.committing = False
+
+    async def _produce_account_metrics(self, raw: list[dict[str, Any]]) -> None:
+        readings: list[AccountMetric] = []
+        for fields in raw:
+            try:
+                readings.append(AccountMetric.model_validate(fields))
+            except ValidationError as exc:
+                self._refuse("invalid")
+                logger.warning(
+                    "%s: %s is not a valid account metric: %s", self.name, fields, describe(errors_of(exc, None))
+                )
+        if readings:
+            await self.link.produce(self.link.topics.metrics_accounts, [(r.key.encode(), dump(r)) for r in readings])
+            self.metrics.source_produced.labels(*self.labels).inc(len(readings))
+            self.status.produced += len(readings)
 
     def _refuse(self, reason: str) -> None:
         self.metrics.source_refused.labels(*self.labels, reason).inc()
@@ -334,7 +351,7 @@ class SourceRunner:
                     unsupported.add(source.type)
                 continue
             try:
-                connector = factory(source.model_dump())
+                connector = factory(source.model_dump(), self.config)
             except ValidationError as exc:
                 detail = describe(errors_of(exc, None))
                 logger.error("%s: invalid options, skipped: %s", where, detail)

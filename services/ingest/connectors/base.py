@@ -45,6 +45,8 @@ class Batch:
     # Save the cursor even when no candidate is new (e.g. a changed ETag); False: nothing to save.
     save: bool = True
     notes: dict[str, Any] = field(default_factory=dict)
+    # account-metric/1 fields (followers, subscribers…) for metrics.accounts, validated and produced like mentions.
+    account_metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SourceOptions(BaseModel):
