@@ -1,15 +1,19 @@
 """The contract every Écoute service shares: message models, JSON Schemas, config, topics."""
 
-from schemas.config import ConfigError, EcouteConfig, load_config, parse_duration
+from schemas.config import ConfigError, EcouteConfig, WebhookConfig, load_config, parse_duration
 from schemas.models import (
     AccountMetric,
     Alert,
+    AlertAck,
+    DeliveryStatus,
     Kpi,
     KpiCounters,
     KpiPartial,
     Mention,
+    MentionHandled,
     ScoredMention,
     Sentiment,
+    WebhookDelivery,
     dump,
     load,
     to_dict,
@@ -21,16 +25,21 @@ from schemas.topics import Topics, ensure_topics
 __all__ = [
     "AccountMetric",
     "Alert",
+    "AlertAck",
     "CommonSettings",
     "ConfigError",
+    "DeliveryStatus",
     "EcouteConfig",
     "Kpi",
     "KpiCounters",
     "KpiPartial",
     "Mention",
+    "MentionHandled",
     "ScoredMention",
     "Sentiment",
     "Topics",
+    "WebhookConfig",
+    "WebhookDelivery",
     "dump",
     "ensure_topics",
     "load",

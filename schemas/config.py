@@ -1,16 +1,18 @@
-"""The listening configuration (YAML, `ECOUTE_CONFIG`): brands, topics, sources, alerts.
+"""The listening configuration (YAML, `ECOUTE_CONFIG`): brands, topics, sources, alerts, webhooks.
 
 Every service reads the same file; this module is the one place that knows its shape.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import httpx
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -42,6 +44,7 @@ class _Section(BaseModel):
 class BrandConfig(_Section):
     query: str | list[str]
     competitors: list[str] = Field(default_factory=list)
+    alerts: AlertsConfig | None = None  # overrides of the global `alerts:` for this brand
 
     @field_validator("query")
     @classmethod
@@ -51,28 +54,100 @@ class BrandConfig(_Section):
         return value
 
 
-class VolumeSpikeRule(_Section):
+NonNegativeSeconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+class _WindowRule(_Section):
+    """A rule comparing the brand's last `window` with the `baseline` period before it (event time).
+
+    It waits for `warmup` of the brand's history, fires at most once per `cooldown`, and ignores
+    windows that ended more than `max_age` before now (a backfill fills KPIs, it doesn't page anyone).
+    """
+
+    enabled: bool = True
     window: Seconds = 300.0
     baseline: Seconds = 86400.0
-    sigma: float = Field(3.0, gt=0)
-    min_mentions: int = Field(20, ge=1)
     warmup: Seconds = 1800.0
     cooldown: Seconds = 1800.0
+    max_age: Seconds = 86400.0
+
+
+class VolumeSpikeRule(_WindowRule):
+    """Mentions of the window above mean + sigma·std of the baseline's window-sized blocks."""
+
+    sigma: float = Field(3.0, gt=0)
+    min_mentions: int = Field(20, ge=1)
+
+
+class VolumeDropRule(_WindowRule):
+    """Mentions of the window below mean − sigma·std of the baseline blocks and below (1 − min_drop)·mean."""
+
+    window: Seconds = 900.0
+    warmup: Seconds = 7200.0
+    cooldown: Seconds = 3600.0
+    sigma: float = Field(3.0, gt=0)
+    min_baseline: float = Field(20.0, gt=0, description="a baseline mean (per window) below this never alerts")
+    min_drop: float = Field(0.5, gt=0, le=1, description="the window must be at least this share below the mean")
+
+
+class NegativeSurgeRule(_WindowRule):
+    """Share of negative mentions in the window at least `threshold` and `margin` above the baseline's."""
+
+    window: Seconds = 600.0
+    threshold: float = Field(0.5, gt=0, le=1)
+    min_negative: int = Field(10, ge=1)
+    margin: float = Field(0.1, ge=0, lt=1)
+
+
+class SentimentDropRule(_WindowRule):
+    """Average compound of the window at least `delta` below the baseline's average."""
+
+    window: Seconds = 900.0
+    delta: float = Field(0.3, gt=0, le=2)
+    min_mentions: int = Field(10, ge=1, description="scored mentions needed in the window and in the baseline")
 
 
 class KeywordRule(_Section):
+    """A crisis term in a mention; at most one alert per term per `cooldown`."""
+
+    enabled: bool = True
     terms: list[str] = Field(default_factory=list)
+    cooldown: NonNegativeSeconds = 1800.0
+    max_age: Seconds = 86400.0
+    critical_mentions: int = Field(5, ge=1, description="this many mentions with the term in a minute: critical")
 
 
 class InfluencerRule(_Section):
+    """A mention by an author with at least `min_followers`; one alert per mention (per author per `cooldown`)."""
+
+    enabled: bool = True
     min_followers: int = Field(10_000, ge=1)
+    cooldown: NonNegativeSeconds = 0.0
+    max_age: Seconds = 86400.0
 
 
 class AlertsConfig(_Section):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """`alerts:` (the defaults of every brand) or `brands.<name>.alerts:` (that brand's overrides).
+
+    A brand's section overrides only the settings it names: `for_brand` merges it over the defaults.
+    """
+
     volume_spike: VolumeSpikeRule = Field(default_factory=lambda: VolumeSpikeRule())
+    volume_drop: VolumeDropRule = Field(default_factory=lambda: VolumeDropRule())
+    negative_surge: NegativeSurgeRule = Field(default_factory=lambda: NegativeSurgeRule())
+    sentiment_drop: SentimentDropRule = Field(default_factory=lambda: SentimentDropRule())
     keywords: KeywordRule = Field(default_factory=KeywordRule)
     influencer: InfluencerRule = Field(default_factory=lambda: InfluencerRule())
+
+    def for_brand(self, overrides: AlertsConfig | None) -> AlertsConfig:
+        """These defaults with the settings a brand's `alerts:` section names explicitly."""
+        if overrides is None:
+            return self
+        updates: dict[str, Any] = {}
+        for name in overrides.model_fields_set:
+            rule = getattr(overrides, name)
+            updates[name] = getattr(self, name).model_copy(update={f: getattr(rule, f) for f in rule.model_fields_set})
+        return self.model_copy(update=updates)
 
 
 class FetchConfig(_Section):
@@ -89,7 +164,46 @@ class SourceConfig(BaseModel):
     """One entry of `sources:`; each connector validates its own options."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    type: Literal["rss", "reddit", "mastodon", "bluesky", "hackernews", "simulate"]
+    type: Literal["rss", "reddit", "mastodon", "bluesky", "hackernews", "simulate", "accounts"]
+
+
+class WebhookConfig(_Section):
+    """One entry of `webhooks:`: where new alerts of some brands are POSTed, and how."""
+
+    url: StrictStr
+    format: Literal["json", "slack"] = "json"
+    secret: StrictStr | None = Field(None, description="HMAC-SHA256 key of X-Ecoute-Signature; no header without")
+    brands: list[StrictStr] = Field(default_factory=lambda: ["*"], min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            parsed = httpx.URL(value)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise ValueError(f"not a valid URL: {exc}") from None
+        if parsed.scheme not in ("http", "https"):
+            raise ValueError(f"only http and https URLs are allowed, not {parsed.scheme or 'no scheme'!r}")
+        if not parsed.host:
+            raise ValueError("the URL has no host")
+        if parsed.userinfo:
+            raise ValueError("credentials in webhook URLs are refused")
+        return value
+
+    @property
+    def id(self) -> str:
+        """A stable name for this webhook in delivery records (the URL itself may be a secret, as Slack's are)."""
+        return "wh-" + hashlib.sha256(f"{self.format} {self.url}".encode()).hexdigest()[:12]
+
+    @property
+    def target(self) -> str:
+        """The URL with its path hidden, safe to show."""
+        parsed = httpx.URL(self.url)
+        port = f":{parsed.port}" if parsed.port else ""
+        return f"{parsed.scheme}://{parsed.host}{port}/…"
+
+    def matches(self, brand: str) -> bool:
+        return "*" in self.brands or brand in self.brands
 
 
 class EcouteConfig(_Section):
@@ -100,7 +214,7 @@ class EcouteConfig(_Section):
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     api_keys: list[ApiKey] = Field(default_factory=list)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
-    webhooks: list[dict[str, Any]] = Field(default_factory=list)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @field_validator("brands")
     @classmethod

@@ -1,4 +1,5 @@
-"""Pydantic models of Écoute's Kafka messages (mention/1, scored-mention/1, kpi-partial/1, kpi/1, alert/1).
+"""Pydantic models of Écoute's Kafka messages: mention/1, scored-mention/1, kpi-partial/1, kpi/1,
+alert/1, account-metric/1, alert-ack/1, mention-handled/1, webhook-delivery/1.
 
 Messages are JSON serialised with orjson (`dump`), and read back with pydantic's JSON parser
 (`load`), which names the offending field when a message is refused. The JSON Schema files next to
@@ -125,6 +126,18 @@ class Origin(_Message):
     last_offset: Count
 
 
+class FlaggedMention(_Message):
+    """A mention a per-mention alert rule (influencer, keyword) acts on, as stage 1 tells stage 2."""
+
+    id: StrictStr
+    url: ShortStr | None = None
+    author: ShortStr | None = Field(None, description="the author's handle, else id, else name")
+    followers: Count = 0
+    label: SentimentLabel = "unscored"
+    topics: list[StrictStr] = Field(default_factory=list)
+    terms: list[StrictStr] = Field(default_factory=list, description="crisis terms of the keyword rule found in it")
+
+
 class KpiPartial(KpiCounters):
     """kpi-partial/1: one stage-1 batch's counters for one (brand, minute)."""
 
@@ -133,6 +146,16 @@ class KpiPartial(KpiCounters):
     bucket: UtcDatetime
     authors: list[StrictStr] = Field(default_factory=list, description="distinct author ids seen in this partial")
     samples: list[StrictStr] = Field(default_factory=list, description="a few mention URLs, evidence for alerts")
+    negative_samples: list[StrictStr] = Field(
+        default_factory=list, description="a few URLs of negative mentions, evidence for tone alerts"
+    )
+    influencers: list[FlaggedMention] = Field(
+        default_factory=list,
+        description="mentions by authors with the influencer rule's followers, most followed first",
+    )
+    keywords: list[FlaggedMention] = Field(
+        default_factory=list, description="mentions with crisis terms of the keyword rule (`terms` says which)"
+    )
     origin: Origin
 
 
@@ -222,6 +245,69 @@ def load(model: type[M], raw: bytes | str) -> M:
     return model.model_validate_json(raw)
 
 
+# --- what the API writes: acks and handled marks (alerts.actions), webhook deliveries (webhooks.deliveries) ---
+
+Who = Annotated[StrictStr, Field(max_length=128, description="who did it (free text: a name or an e-mail)")]
+Note = Annotated[StrictStr, Field(max_length=2000)]
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class AlertAck(_Action):
+    """alert-ack/1: someone has seen an alert and taken it in hand (alerts.actions, key `alert:<id>`)."""
+
+    schema_: Literal["alert-ack/1"] = Field("alert-ack/1", alias="schema")
+    alert_id: StrictStr
+    brand: StrictStr
+    by: Who | None = None
+    note: Note | None = None
+    at: UtcDatetime = Field(default_factory=utc_now)
+
+
+class MentionHandled(_Action):
+    """mention-handled/1: a mention of the inbox has been answered, or needs no answer
+    (alerts.actions, key `mention:<brand>:<id>`)."""
+
+    schema_: Literal["mention-handled/1"] = Field("mention-handled/1", alias="schema")
+    mention_id: StrictStr
+    brand: StrictStr
+    by: Who | None = None
+    note: Note | None = None
+    at: UtcDatetime = Field(default_factory=utc_now)
+    published_at: UtcDatetime | None = Field(None, description="the mention's, for the response-time KPI")
+
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+WebhookFormat = Literal["json", "slack"]
+
+
+class WebhookDelivery(BaseModel):
+    """webhook-delivery/1: the state of one alert's delivery to one webhook (webhooks.deliveries, key = `id`)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    schema_: Literal["webhook-delivery/1"] = Field("webhook-delivery/1", alias="schema")
+    id: StrictStr = Field(description="`<alert id>|<webhook id>`")
+    alert_id: StrictStr
+    brand: StrictStr
+    kind: StrictStr
+    webhook: StrictStr = Field(description="webhook id (a digest of format and URL)")
+    target: StrictStr = Field(description="scheme and host of the URL (the path may be a secret)")
+    format: WebhookFormat
+    status: DeliveryStatus
+    attempts: int = Field(0, ge=0)
+    last_status_code: int | None = None
+    last_error: str | None = None
+    next_attempt_at: UtcDatetime | None = Field(None, description="when the next attempt is due; null once final")
+    alert_created_at: UtcDatetime
+    updated_at: UtcDatetime
+    delivered_at: UtcDatetime | None = None
+    partition: int = Field(0, ge=0, description="partition of the alert on the alerts topic (who retries it)")
+    alert: Alert | None = Field(None, description="kept while pending, to retry after a restart")
+
+
 MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "mention.v1": Mention,
     "scored-mention.v1": ScoredMention,
@@ -229,4 +315,7 @@ MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "kpi.v1": Kpi,
     "alert.v1": Alert,
     "account-metric.v1": AccountMetric,
+    "alert-ack.v1": AlertAck,
+    "mention-handled.v1": MentionHandled,
+    "webhook-delivery.v1": WebhookDelivery,
 }

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 logger = logging.getLogger(__name__)
+
+COMPACT = {"cleanup.policy": "compact"}
+EIGHT_DAYS_MS = 8 * 24 * 3600 * 1000
+
+# Configs a topic is created with, by unprefixed name (a topic not named here gets the broker's defaults).
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "kpi.snapshots": COMPACT,
+    "ingest.checkpoints": COMPACT,
+    # Compacted, yet every reading of the last 8 days stays: the love KPI compares with 1 and 7 days ago,
+    # and an API replica rebuilds that history from the topic when it starts.
+    "metrics.accounts": {**COMPACT, "min.compaction.lag.ms": str(EIGHT_DAYS_MS)},
+    "alerts.actions": COMPACT,
+    "webhooks.deliveries": COMPACT,
+}
 
 
 @dataclass(frozen=True)
@@ -52,8 +67,24 @@ class Topics:
         return self._name("ingest.checkpoints")
 
     @property
+    def alerts_actions(self) -> str:
+        """Acks of alerts and handled marks of mentions (keys `alert:<id>`, `mention:<brand>:<id>`)."""
+        return self._name("alerts.actions")
+
+    @property
+    def webhooks_deliveries(self) -> str:
+        """The state of every webhook delivery (key `<alert id>|<webhook id>`)."""
+        return self._name("webhooks.deliveries")
+
+    def configs(self, name: str) -> dict[str, str]:
+        """The configs the (prefixed) topic `name` is created with."""
+        if not name.startswith(self.prefix):
+            return {}
+        return dict(TOPIC_CONFIGS.get(name[len(self.prefix) :], {}))
+
+    @property
     def compacted(self) -> frozenset[str]:
-        return frozenset({self.kpi_snapshots, self.ingest_checkpoints, self.metrics_accounts})
+        return frozenset(name for name in self.all() if "compact" in self.configs(name).get("cleanup.policy", ""))
 
     def all(self) -> list[str]:
         return [
@@ -65,16 +96,25 @@ class Topics:
             self.metrics_accounts,
             self.mentions_dlq,
             self.ingest_checkpoints,
+            self.alerts_actions,
+            self.webhooks_deliveries,
         ]
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Topics, partitions: int, replication: int = 1, timeout: float = 60.0
+    bootstrap: str,
+    topics: Topics,
+    partitions: int,
+    replication: int = 1,
+    timeout: float = 60.0,
+    names: Iterable[str] | None = None,
 ) -> dict[str, int]:
-    """Create every Écoute topic that is missing; waits for the broker up to `timeout` seconds.
+    """Create every Écoute topic that is missing (or only `names`, full topic names) with its configs;
+    waits for the broker up to `timeout` seconds, then for every partition to have a leader.
 
     Returns the partition count of every topic, so callers can check co-partitioning.
     """
+    wanted_names = topics.all() if names is None else list(names)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
@@ -94,9 +134,9 @@ async def ensure_topics(
                 name=name,
                 num_partitions=partitions,
                 replication_factor=replication,
-                topic_configs={"cleanup.policy": "compact"} if name in topics.compacted else {},
+                topic_configs=topics.configs(name),
             )
-            for name in topics.all()
+            for name in wanted_names
             if name not in existing
         ]
         if wanted:
@@ -105,7 +145,7 @@ async def ensure_topics(
                 if code not in (0, TopicAlreadyExistsError.errno):
                     raise RuntimeError(f"could not create topic {name}: error {code} {message}")
             logger.info("created topics %s", ", ".join(t.name for t in wanted))
-        return await _wait_for_leaders(admin, topics.all(), deadline)
+        return await _wait_for_leaders(admin, wanted_names, deadline)
     finally:
         await admin.close()
 

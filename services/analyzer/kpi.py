@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from services.analyzer.alerts import MAX_INFLUENCERS, MAX_KEYWORD_HITS, MentionFlags, flagged_mention
+
 WINDOW_SECONDS: dict[str, int] = {"1m": 60, "1h": 3600, "1d": 86400}
 SAMPLES_PER_BUCKET = 5
 
@@ -71,6 +73,11 @@ class PartialBuilder:
     counters: dict[str, Any] = field(default_factory=new_counters)
     authors: set[str] = field(default_factory=set)
     samples: list[str] = field(default_factory=list)
+    negative_samples: list[str] = field(default_factory=list)
+    # What the per-mention alert rules look for (influencer authors, crisis terms); None: nothing.
+    flags: MentionFlags | None = None
+    influencers: list[dict[str, Any]] = field(default_factory=list)
+    keywords: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, scored: dict[str, Any]) -> None:
         c = self.counters
@@ -92,6 +99,20 @@ class PartialBuilder:
             self.authors.add(author_id)
         if scored.get("url") and len(self.samples) < SAMPLES_PER_BUCKET:
             self.samples.append(scored["url"])
+        if sentiment["label"] == "negative" and scored.get("url") and len(self.negative_samples) < SAMPLES_PER_BUCKET:
+            self.negative_samples.append(scored["url"])
+        if self.flags is not None:
+            self._flag(scored, self.flags)
+
+    def _flag(self, scored: dict[str, Any], flags: MentionFlags) -> None:
+        influencer, terms = flags.flag(scored)
+        if not influencer and not terms:
+            return
+        flagged = flagged_mention(scored, terms)
+        if influencer:
+            self.influencers.append(flagged)
+        if terms and len(self.keywords) < MAX_KEYWORD_HITS:
+            self.keywords.append(flagged)
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -102,17 +123,26 @@ class PartialBuilder:
             "unique_authors": len(self.authors),
             "authors": sorted(self.authors),
             "samples": self.samples,
+            "negative_samples": self.negative_samples,
+            "influencers": self._top_influencers(),
+            "keywords": self.keywords,
             "origin": {"partition": self.partition, "first_offset": self.first_offset, "last_offset": self.last_offset},
         }
 
+    def _top_influencers(self) -> list[dict[str, Any]]:
+        return sorted(self.influencers, key=lambda m: (-m["followers"], m["id"]))[:MAX_INFLUENCERS]
+
 
 def combine_partials(
-    scored: Iterable[tuple[int, dict[str, Any]]], offsets: dict[int, tuple[int, int]]
+    scored: Iterable[tuple[int, dict[str, Any]]],
+    offsets: dict[int, tuple[int, int]],
+    flags: MentionFlags | None = None,
 ) -> list[dict[str, Any]]:
     """Combine (partition, scored-mention) pairs of one batch into kpi-partial/1 records.
 
     `offsets` gives, per input partition, the first and last offset of the batch: a partial's origin
     is the whole input range it summarises, so stage 2 can recognise it when it comes again.
+    `flags` (from the alert config) picks the mentions the per-mention alert rules need.
     """
     builders: dict[tuple[str, int, int], PartialBuilder] = {}
     for partition, record in scored:
@@ -121,7 +151,7 @@ def combine_partials(
         builder = builders.get(key)
         if builder is None:
             first, last = offsets[partition]
-            builder = builders[key] = PartialBuilder(record["brand"], minute, partition, first, last)
+            builder = builders[key] = PartialBuilder(record["brand"], minute, partition, first, last, flags=flags)
         builder.add(record)
     return [b.to_record() for b in builders.values()]
 
@@ -156,7 +186,8 @@ def mark_applied(applied: dict[str, Any], partial: dict[str, Any]) -> None:
 
 
 def new_bucket() -> dict[str, Any]:
-    return {**new_counters(), "authors": [], "samples": []}
+    # Besides the counters: evidence for alerts (authors, sample URLs, crisis terms seen).
+    return {**new_counters(), "authors": [], "samples": [], "negative_samples": [], "terms": {}}
 
 
 def fold_partial(bucket: dict[str, Any], partial: dict[str, Any]) -> None:
@@ -164,9 +195,15 @@ def fold_partial(bucket: dict[str, Any], partial: dict[str, Any]) -> None:
     add_counters(bucket, partial)
     if partial.get("authors"):
         bucket["authors"] = sorted(set(bucket["authors"]).union(partial["authors"]))
-    room = SAMPLES_PER_BUCKET - len(bucket["samples"])
-    if room > 0:
-        bucket["samples"].extend(partial.get("samples", [])[:room])
+    for name in ("samples", "negative_samples"):
+        kept = bucket.setdefault(name, [])
+        room = SAMPLES_PER_BUCKET - len(kept)
+        if room > 0:
+            kept.extend(partial.get(name, [])[:room])
+    terms = bucket.setdefault("terms", {})
+    for mention in partial.get("keywords", []):
+        for term in mention["terms"]:
+            terms[term] = terms.get(term, 0) + 1
 
 
 def bucket_key(brand: str, window: str, start: int) -> str:

@@ -19,8 +19,9 @@ import orjson
 from pydantic import ValidationError
 
 from schemas import EcouteConfig, KpiPartial, Mention, load, utc_now
-from services.analyzer import kpi
-from services.analyzer.alerts import alert_id, volume_spike
+from schemas.config import AlertsConfig
+from services.analyzer import alerts, kpi
+from services.analyzer.alerts import MentionFlags, alert_id
 from services.analyzer.matching import BrandMatcher, TopicClassifier
 from services.analyzer.tone import LanguageDetector, ToneScorer
 
@@ -67,6 +68,7 @@ class Stage1:
         self.matcher = BrandMatcher({name: brand.query for name, brand in config.brands.items()})
         self.topics = TopicClassifier(config.topics)
         self.scorer = scorer or ToneScorer()
+        self.flags = MentionFlags(config)  # what the per-mention alert rules need from each mention
         self.detector = LanguageDetector()
         # Detect the language before matching only when a brand query filters on it.
         self._lang_first = "lang" in self.matcher.filter_fields
@@ -133,7 +135,7 @@ class Stage1:
                 scored_pairs.append((record.partition, scored))
                 label_key = (match.brand, tone.label)
                 result.brand_labels[label_key] = result.brand_labels.get(label_key, 0) + 1
-        result.partials = kpi.combine_partials(scored_pairs, offsets)
+        result.partials = kpi.combine_partials(scored_pairs, offsets, self.flags)
         return result
 
 
@@ -149,7 +151,20 @@ def parse_partial(raw: bytes) -> dict[str, Any]:
 
 
 def new_brand_state() -> dict[str, Any]:
-    return {"applied": {}, "minutes": {}, "first_minute": None, "now_minute": None, "last_fired": {}, "live": {}}
+    # minutes: minute → mentions; tone: minute → [scored, negative, compound sum] (both over the rules'
+    # horizon); last_fired: rule (or rule|author, rule|term) → the window start of its last alert;
+    # drop_checked: the newest settled minute the volume-drop rule has looked at.
+    return {
+        "applied": {},
+        "minutes": {},
+        "tone": {},
+        "first_minute": None,
+        "now_minute": None,
+        "last_fired": {},
+        "live": {},
+        "drop_checked": 0,
+        "pruned_minute": None,
+    }
 
 
 @dataclass
@@ -160,9 +175,34 @@ class Stage2Result:
     replayed: int = 0
 
 
+@dataclass
+class _Flagged:
+    """The flagged mentions (minute, mention) of the partials one `apply` call folded."""
+
+    influencers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    keywords: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+
+_WINDOW_RULES: tuple[tuple[str, alerts.WindowRule], ...] = (
+    ("volume_spike", alerts.volume_spike),
+    ("volume_drop", alerts.volume_drop),
+    ("negative_surge", alerts.negative_surge),
+    ("sentiment_drop", alerts.sentiment_drop),
+)
+_TONE_KINDS = {"negative_surge", "sentiment_drop"}
+
+
 class Stage2:
     def __init__(self, config: EcouteConfig) -> None:
-        self.spike_rule = config.alerts.volume_spike
+        self.config = config
+        self._rules: dict[str, AlertsConfig] = {}
+
+    def rules(self, brand: str) -> AlertsConfig:
+        """The brand's alert rules (global defaults with its overrides), computed once per brand."""
+        rules = self._rules.get(brand)
+        if rules is None:
+            rules = self._rules[brand] = alerts.brand_rules(self.config, brand)
+        return rules
 
     def apply(
         self,
@@ -176,6 +216,9 @@ class Stage2:
         result = Stage2Result()
         now = now or utc_now()
         touched: dict[str, tuple[str, int, dict[str, Any]]] = {}
+        minutes_touched: set[int] = set()
+        flagged = _Flagged()
+        tone = state.setdefault("tone", {})
         for partial in partials:
             if kpi.is_replay(state["applied"], partial):
                 result.replayed += 1
@@ -200,6 +243,15 @@ class Stage2:
                 kpi.fold_partial(bucket, partial)
             minutes = state["minutes"]
             minutes[str(minute)] = minutes.get(str(minute), 0) + partial["mentions"]
+            scored = partial["positive"] + partial["neutral"] + partial["negative"]
+            if scored:
+                entry = tone.setdefault(str(minute), [0, 0, 0.0])
+                entry[0] += scored
+                entry[1] += partial["negative"]
+                entry[2] = round(entry[2] + partial["sentiment_sum"], 6)
+            minutes_touched.add(minute)
+            flagged.influencers.extend((minute, m) for m in partial.get("influencers", []))
+            flagged.keywords.extend((minute, m) for m in partial.get("keywords", []))
             state["first_minute"] = minute if state["first_minute"] is None else min(state["first_minute"], minute)
             newest = state["now_minute"]
             state["now_minute"] = clock_minute if newest is None else max(newest, clock_minute)
@@ -208,8 +260,14 @@ class Stage2:
             result.snapshots.append(kpi.to_kpi(brand, window, start, bucket, now))
         if result.applied:
             self._prune(brand, state, buckets)
-            result.alerts.extend(self._evaluate_alerts(brand, state, buckets, now))
+            result.alerts.extend(self._evaluate_alerts(brand, state, buckets, now, minutes_touched, flagged))
         return result
+
+    def _horizon(self, brand: str) -> int:
+        """How far back (seconds) the window rules read per-minute history: baseline + window + a minute."""
+        rules = self.rules(brand)
+        spans = [int(getattr(rules, kind).baseline + getattr(rules, kind).window) for kind, _ in _WINDOW_RULES]
+        return max(spans) + 60
 
     def _prune(self, brand: str, state: dict[str, Any], buckets: MutableMapping[str, Any]) -> None:
         newest = state["now_minute"]
@@ -218,51 +276,244 @@ class Stage2:
             for start in set(starts) - set(keep):
                 buckets.pop(kpi.bucket_key(brand, window, start), None)
             state["live"][window] = keep
-        horizon = newest - int(self.spike_rule.baseline) - int(self.spike_rule.window) - 60
-        state["minutes"] = {m: n for m, n in state["minutes"].items() if int(m) >= horizon}
+        horizon = newest - self._horizon(brand)
+        # Rebuilding the per-minute maps costs as much as the rules: once per minute of the clock is enough.
+        if state.get("pruned_minute") != newest:
+            state["minutes"] = {m: n for m, n in state["minutes"].items() if int(m) >= horizon}
+            state["tone"] = {m: t for m, t in state.get("tone", {}).items() if int(m) >= horizon}
+            state["pruned_minute"] = newest
+        # Per-author and per-term cooldowns are forgotten once they no longer hold anything back.
+        rules = self.rules(brand)
+        cooldowns = {"influencer": rules.influencer.cooldown, "keyword": rules.keywords.cooldown}
+        state["last_fired"] = {
+            key: at
+            for key, at in state["last_fired"].items()
+            if "|" not in key or newest - at < cooldowns.get(key.split("|", 1)[0], 0)
+        }
 
     def _evaluate_alerts(
-        self, brand: str, state: dict[str, Any], buckets: MutableMapping[str, Any], now: datetime
+        self,
+        brand: str,
+        state: dict[str, Any],
+        buckets: MutableMapping[str, Any],
+        now: datetime,
+        minutes_touched: set[int],
+        flagged: _Flagged,
     ) -> list[dict[str, Any]]:
-        minutes = {int(m): n for m, n in state["minutes"].items()}
-        last = state["last_fired"].get("volume_spike")
-        finding = volume_spike(minutes, state["first_minute"], state["now_minute"], self.spike_rule, last)
-        if finding is None:
-            return []
-        state["last_fired"]["volume_spike"] = finding.window_start
+        rules = self.rules(brand)
+        now_epoch = kpi.epoch(now)
+        now_minute: int = state["now_minute"]
+        first_minute: int = state["first_minute"]
+        last_fired: dict[str, int] = state["last_fired"]
+        out: list[dict[str, Any]] = []
+        # Every minute this batch touched (a spike in the middle of a catch-up batch counts), and the
+        # newest minutes, whose windows now hold more (or, for drops, have settled).
+        candidates = {m for m in minutes_touched | {now_minute, now_minute - 60} if first_minute <= m <= now_minute}
+        series: alerts.Series | None = None
+        for kind, check in _WINDOW_RULES:
+            rule = getattr(rules, kind)
+            if not rule.enabled:
+                continue
+            minutes = {m for m in candidates if m + 60 >= now_epoch - rule.max_age}
+            if kind == "volume_drop":
+                # Only settled minutes: ended SETTLE_SECONDS ago on the wall clock and followed by a
+                # later minute of the brand (in a catch-up, the batch's newest minute may go on in the
+                # next batch). Always the newest settled one, so a batch arriving early in a minute
+                # still gets the window that ended a minute ago. Each minute is looked at once: more
+                # mentions coming late can't make a drop.
+                settled = min(kpi.window_start(now_epoch - 60 - alerts.SETTLE_SECONDS, "1m"), now_minute - 60)
+                checked = state.get("drop_checked", 0)
+                minutes = {m for m in minutes if checked < m <= settled}
+                if checked < settled and first_minute <= settled and settled + 60 >= now_epoch - rule.max_age:
+                    minutes.add(settled)
+                state["drop_checked"] = max(checked, settled)
+            minutes = {m for m in minutes if _could_fire(kind, rule, state, m, last_fired.get(kind))}
+            if not minutes:
+                continue
+            if series is None:
+                lo = now_minute - self._horizon(brand)
+                series = alerts.Series(lo, now_minute + 60, state["minutes"], state["tone"])
+            findings = alerts.evaluate_window_rule(check, series, first_minute, minutes, rule, last_fired.get(kind))
+            for finding in findings:
+                last_fired[kind] = finding.window_start
+                out.append(self._window_alert(brand, kind, finding, rule.window, buckets, now))
+        for hit in alerts.influencer_findings(flagged.influencers, rules.influencer, last_fired, now_epoch):
+            out.append(self._influencer_alert(brand, hit, rules, buckets, now))
+        min_followers = rules.influencer.min_followers if rules.influencer.enabled else None
+        for found in alerts.keyword_findings(flagged.keywords, rules.keywords, min_followers, last_fired, now_epoch):
+            out.append(self._keyword_alert(brand, found, buckets, now))
+        out.sort(key=lambda a: (a["window"]["start"], a["kind"], a["id"]))
+        return out
+
+    @staticmethod
+    def _evidence(
+        brand: str, start: int, end: int, buckets: MutableMapping[str, Any], negative: bool = False
+    ) -> dict[str, Any]:
+        """Topics, crisis terms, authors and sample URLs of the 1-minute buckets of [start, end)."""
         topics: dict[str, int] = {}
+        terms: dict[str, int] = {}
         authors: list[str] = []
         samples: list[str] = []
-        for minute in range(finding.window_start, finding.window_end, 60):
+        negative_samples: list[str] = []
+        for minute in range(start, end, 60):
             bucket = buckets.get(kpi.bucket_key(brand, "1m", minute))
             if not bucket:
                 continue
             for topic, n in bucket["topics"].items():
                 topics[topic] = topics.get(topic, 0) + n
+            for term, n in bucket.get("terms", {}).items():
+                terms[term] = terms.get(term, 0) + n
             authors.extend(a for a in bucket["authors"] if a not in authors)
             samples.extend(s for s in bucket["samples"] if s not in samples)
-        ratio = finding.observed / finding.baseline if finding.baseline else float("inf")
-        return [
+            negative_samples.extend(s for s in bucket.get("negative_samples", []) if s not in negative_samples)
+        if negative and negative_samples:
+            # For a tone alert, the negative mentions are what to read first.
+            samples = negative_samples
+        return {
+            "terms": [t for t, _ in sorted(terms.items(), key=lambda kv: (-kv[1], kv[0]))[:10]],
+            "topics": [t for t, _ in sorted(topics.items(), key=lambda kv: (-kv[1], kv[0]))[:5]],
+            "authors": authors[:10],
+            "sample_mentions": samples[:5],
+        }
+
+    def _window_alert(
+        self,
+        brand: str,
+        kind: str,
+        finding: alerts.Finding,
+        window: float,
+        buckets: MutableMapping[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        minutes = int(window) // 60
+        observed, baseline = finding.observed, finding.baseline
+        if kind == "volume_spike":
+            ratio = f"{observed / baseline:.1f}×" if baseline else "far above"
+            message = f"{brand}: {observed:g} mentions in the last {minutes} min, {ratio} the usual {baseline:g}"
+        elif kind == "volume_drop":
+            message = f"{brand}: only {observed:g} mentions in the last {minutes} min, usually {baseline:g}"
+        elif kind == "negative_surge":
+            details = finding.details
+            message = (
+                f"{brand}: {observed:.0%} of the last {minutes} min's mentions are negative "
+                f"({details['negative']} of {details['scored']}), usually {baseline:.0%}"
+            )
+        else:
+            message = f"{brand}: average tone {observed:+.2f} over the last {minutes} min, down from {baseline:+.2f}"
+        return _alert(
+            brand,
+            kind,
+            alert_id(brand, kind, finding.window_start),
+            finding.severity,
+            (finding.window_start, finding.window_end),
+            (observed, baseline, finding.threshold),
+            message,
+            self._evidence(brand, finding.window_start, finding.window_end, buckets, negative=kind in _TONE_KINDS),
+            now,
+        )
+
+    def _influencer_alert(
+        self,
+        brand: str,
+        found: alerts.InfluencerFinding,
+        rules: AlertsConfig,
+        buckets: MutableMapping[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        mention = found.mention
+        who = mention["author"] or "an author"
+        tone = f", {mention['label']}" if mention["label"] in ("negative", "positive") else ""
+        return _alert(
+            brand,
+            "influencer",
+            alert_id(brand, "influencer", mention["id"]),
+            found.severity,
+            (found.minute, found.minute + 60),
+            (mention["followers"], 0, rules.influencer.min_followers),
+            f"{brand}: {who} ({mention['followers']:,} followers) mentioned {brand}{tone}",
             {
-                "schema": "alert/1",
-                "id": alert_id(brand, "volume_spike", finding.window_start),
-                "brand": brand,
-                "kind": "volume_spike",
-                "severity": finding.severity,
-                "window": {"start": kpi.from_epoch(finding.window_start), "end": kpi.from_epoch(finding.window_end)},
-                "observed": finding.observed,
-                "baseline": finding.baseline,
-                "threshold": finding.threshold,
-                "message": (
-                    f"{brand}: {finding.observed} mentions in the last {int(self.spike_rule.window) // 60} min, "
-                    f"{f'{ratio:.1f}×' if finding.baseline else 'far above'} the usual {finding.baseline:g}"
-                ),
-                "evidence": {
-                    "terms": [],
-                    "topics": [t for t, _ in sorted(topics.items(), key=lambda kv: -kv[1])[:5]],
-                    "authors": authors[:10],
-                    "sample_mentions": samples[:5],
-                },
-                "created_at": now,
-            }
-        ]
+                "terms": mention["terms"],
+                "topics": mention["topics"],
+                "authors": [mention["author"]] if mention["author"] else [],
+                "sample_mentions": [mention["url"]] if mention["url"] else [],
+            },
+            now,
+        )
+
+    def _keyword_alert(
+        self, brand: str, found: alerts.KeywordFinding, buckets: MutableMapping[str, Any], now: datetime
+    ) -> dict[str, Any]:
+        mentions = found.mentions
+        terms = [found.term, *sorted({t for m in mentions for t in m["terms"]} - {found.term})]
+        topics: dict[str, int] = {}
+        for mention in mentions:
+            for topic in mention["topics"]:
+                topics[topic] = topics.get(topic, 0) + 1
+        authors = list(dict.fromkeys(m["author"] for m in mentions if m["author"]))
+        count = f"{len(mentions)} mentions" if len(mentions) > 1 else "a mention"
+        return _alert(
+            brand,
+            "keyword",
+            alert_id(brand, "keyword", f"{found.term}|{found.minute}"),
+            found.severity,
+            (found.minute, found.minute + 60),
+            (len(mentions), 0, 1),
+            f'{brand}: "{found.term}" in {count} of {brand}',
+            {
+                "terms": terms,
+                "topics": [t for t, _ in sorted(topics.items(), key=lambda kv: (-kv[1], kv[0]))[:5]],
+                "authors": authors[:10],
+                "sample_mentions": [m["url"] for m in mentions if m["url"]][:5],
+            },
+            now,
+        )
+
+
+def _could_fire(kind: str, rule: Any, state: dict[str, Any], minute: int, last_fired: int | None) -> bool:
+    """A cheap look at the window ending with `minute` (warm-up, cooldown, minimum counts) before the
+    rule reads the baseline: most batches of a busy brand stop here."""
+    block = max(60, int(rule.window) // 60 * 60)
+    start = minute + 60 - block
+    if minute - state["first_minute"] < rule.warmup:
+        return False
+    if last_fired is not None and start - last_fired < rule.cooldown:
+        return False
+    window = [str(m) for m in range(start, minute + 60, 60)]
+    minutes: dict[str, int] = state["minutes"]
+    tone: dict[str, list[float]] = state["tone"]
+    if kind == "volume_spike":
+        return sum(minutes.get(m, 0) for m in window) >= int(rule.min_mentions)
+    if kind == "negative_surge":
+        return sum(tone[m][1] for m in window if m in tone) >= int(rule.min_negative)
+    if kind == "sentiment_drop":
+        return sum(tone[m][0] for m in window if m in tone) >= int(rule.min_mentions)
+    return True
+
+
+def _alert(
+    brand: str,
+    kind: str,
+    identifier: str,
+    severity: str,
+    window: tuple[int, int],
+    values: tuple[float, float, float],
+    message: str,
+    evidence: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """An alert/1 record; `values` are (observed, baseline, threshold)."""
+    observed, baseline, threshold = values
+    return {
+        "schema": "alert/1",
+        "id": identifier,
+        "brand": brand,
+        "kind": kind,
+        "severity": severity,
+        "window": {"start": kpi.from_epoch(window[0]), "end": kpi.from_epoch(window[1])},
+        "observed": observed,
+        "baseline": baseline,
+        "threshold": threshold,
+        "message": message,
+        "evidence": evidence,
+        "created_at": now,
+    }

@@ -30,7 +30,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, ProducerFenced, TopicAlreadyExistsError
-from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from schemas import Topics
@@ -235,12 +234,15 @@ class ScoringService(Service):
     async def _consume(self) -> None:
         consumer = await self._start_consumer()
         while not self.should_stop:
+            # Up to a batch per assigned partition: each partition's batch is one transaction.
+            max_records = self.settings.analyzer_batch_size * max(1, len(consumer.assignment()))
             try:
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.analyzer_batch_size)
+                batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
             except KafkaError as exc:
                 logger.warning("stage 1: fetch failed (%r); retrying", exc)
                 await self.sleep(1.0)
                 continue
+            commits = []
             for tp, records in batches.items():
                 if not records:
                     continue
@@ -249,17 +251,18 @@ class ScoringService(Service):
                     if tp in consumer.assignment():
                         consumer.seek(tp, records[0].offset)
                     continue
-                await self._process_partition(consumer, tp, records)
+                # The CPU work runs partition after partition; the commits' round trips overlap.
+                raw = [RawRecord(r.partition, r.offset, r.key, r.value) for r in records]
+                result = self.stage1.process(raw, self._seen[tp.partition].__contains__)
+                commits.append(self._commit_partition(consumer, tp, raw, result))
                 self._positions[tp.partition] = records[-1].offset + 1
+            await asyncio.gather(*commits)
             self._report_lag(consumer)
 
-    async def _process_partition(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    async def _commit_partition(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, raw: list[RawRecord], result: Stage1Result
     ) -> None:
-        seen = self._seen[tp.partition]
-        raw = [RawRecord(r.partition, r.offset, r.key, r.value) for r in records]
-        result = self.stage1.process(raw, seen.__contains__)
-        next_offset = records[-1].offset + 1
+        next_offset = raw[-1].offset + 1
         try:
             if self.transactional:
                 await self._commit_transaction(tp, result, raw, next_offset)
@@ -276,8 +279,10 @@ class ScoringService(Service):
             consumer.seek(tp, raw[0].offset)
             await self.sleep(1.0)
             return
-        seen.update(mention_id for _, mention_id, _ in result.new_ids)
-        self._record_metrics(result, len(records))
+        seen = self._seen.get(tp.partition)
+        if seen is not None:
+            seen.update(mention_id for _, mention_id, _ in result.new_ids)
+        self._record_metrics(result, len(raw))
 
     def _outputs(
         self, producer: AIOKafkaProducer, result: Stage1Result, raw: list[RawRecord], partition: int

@@ -2,48 +2,30 @@
 
 Every action is a record on `<prefix>alerts.actions`, keyed `alert:<id>` or `mention:<brand>:<id>`, written
 with acks=all and applied to the views when read back, so every replica (and a restarted one) agrees.
-Pure: the models and the key rules; the writer lives with the other Kafka adapters in `consumer.py`.
+Pure: the key rules (the models, alert-ack/1 and mention-handled/1, are in `schemas`); the writer lives with
+the other Kafka adapters in `consumer.py`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from schemas import AlertAck, MentionHandled, dump, load
 
-from schemas import dump, load, utc_now
-from schemas.models import UtcDatetime
-
-Who = Annotated[StrictStr, Field(max_length=128, description="who did it (free text: a name or an e-mail)")]
-Note = Annotated[StrictStr, Field(max_length=2000)]
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
-
-
-class AlertAck(_Record):
-    """alert-ack/1: someone has seen an alert and taken it in hand."""
-
-    schema_: Literal["alert-ack/1"] = Field("alert-ack/1", alias="schema")
-    alert_id: StrictStr
-    brand: StrictStr
-    by: Who | None = None
-    note: Note | None = None
-    at: UtcDatetime = Field(default_factory=utc_now)
-
-
-class MentionHandled(_Record):
-    """mention-handled/1: a mention of the inbox has been answered (or needs no answer)."""
-
-    schema_: Literal["mention-handled/1"] = Field("mention-handled/1", alias="schema")
-    mention_id: StrictStr
-    brand: StrictStr
-    by: Who | None = None
-    note: Note | None = None
-    at: UtcDatetime = Field(default_factory=utc_now)
-    published_at: UtcDatetime | None = Field(None, description="the mention's, for the response-time KPI")
+# The action models live in schemas; they are re-exported here with the key rules that go with them.
+__all__ = [
+    "AckRemoved",
+    "Action",
+    "AlertAck",
+    "HandledRemoved",
+    "MalformedAction",
+    "MentionHandled",
+    "ack_key",
+    "action_key",
+    "encode_action",
+    "handled_key",
+    "parse_action",
+]
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,19 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from schemas import Alert, EcouteConfig, ScoredMention, Topics, load_config, utc_now
-from services.api.actions import AlertAck, MentionHandled, Note, Who
+from schemas import (
+    Alert,
+    AlertAck,
+    DeliveryStatus,
+    EcouteConfig,
+    MentionHandled,
+    ScoredMention,
+    Topics,
+    WebhookDelivery,
+    load_config,
+    utc_now,
+)
+from schemas.models import Note, Who
 from services.api.auth import (
     OPEN_ACCESS,
     AccessGuard,
@@ -49,22 +60,20 @@ from services.api.consumer import (
     ActionWriter,
     RecordSink,
     ViewConsumer,
-    ensure_compacted_topics,
+    ensure_own_topics,
 )
 from services.api.fanout import AlertFanout
 from services.api.metrics import ApiMetrics
-from services.api.settings import ApiSettings, deliveries_topic
+from services.api.settings import ApiSettings
 from services.api.views import AlertView, Inbox, InboxItem, ResponseTime, RollingKpi, RollingWindow, Views
 from services.api.webhooks import (
-    Delivery,
     DeliveryLog,
-    DeliveryStatus,
     DispatcherMetrics,
     RetryPolicy,
     WebhookDispatcher,
     WebhookSender,
+    check_webhooks,
     parse_networks,
-    parse_webhooks,
 )
 
 logger = logging.getLogger(__name__)
@@ -400,7 +409,7 @@ def create_app(
         on_rate_limited=metrics.rate_limited.inc,
     )
     allow_networks = parse_networks(config.fetch.allow_networks)
-    hooks = parse_webhooks(config.webhooks, allow_networks)
+    hooks = check_webhooks(config.webhooks, allow_networks)
     views = Views(
         configured_brands=list(config.brands),
         mentions_per_brand=settings.mentions_per_brand,
@@ -423,19 +432,15 @@ def create_app(
     writer = ActionWriter(settings)
     dispatcher: WebhookDispatcher | None = None
     if hooks:
+        topics = Topics(settings.topic_prefix)
 
         async def prepare_deliveries() -> None:
-            await ensure_compacted_topics(
-                settings.bootstrap,
-                [deliveries_topic(settings.topic_prefix)],
-                settings.partitions,
-                settings.replication_factor,
-            )
+            await ensure_own_topics(settings, [topics.webhooks_deliveries])
 
         dispatcher = WebhookDispatcher(
             bootstrap=settings.bootstrap,
-            alerts_topic=Topics(settings.topic_prefix).alerts,
-            deliveries_topic=deliveries_topic(settings.topic_prefix),
+            alerts_topic=topics.alerts,
+            deliveries_topic=topics.webhooks_deliveries,
             group=f"{settings.topic_prefix}{settings.webhook_group}",
             hooks=hooks,
             sender=WebhookSender(allow_networks, settings.webhook_timeout_seconds),
@@ -781,7 +786,7 @@ def _alert_event(alert: Alert) -> ServerSentEvent:
     return ServerSentEvent(data=alert.model_dump_json(by_alias=True), event="alert", id=alert.id)
 
 
-def _delivery_view(delivery: Delivery) -> DeliveryView:
+def _delivery_view(delivery: WebhookDelivery) -> DeliveryView:
     return DeliveryView.model_validate(delivery.model_dump(exclude={"alert", "schema_", "partition"}))
 
 

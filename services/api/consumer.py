@@ -1,6 +1,7 @@
 """The API's Kafka side. `ViewConsumer` feeds the views: every partition of kpi.snapshots, mentions.scored,
 alerts, alerts.actions and webhooks.deliveries, from the beginning. `ActionWriter` records acks and handled
-marks; `ensure_compacted_topics` creates the two compacted topics the API itself writes.
+marks. The API creates only the two topics it writes (alerts.actions, webhooks.deliveries, with their configs
+from `schemas.topics`); it waits for the pipeline's topics without creating them.
 
 No consumer group: each API replica reads everything itself (assign, not subscribe), so any replica
 answers for every brand and a restart loses nothing. Ready once every partition has reached the end
@@ -19,17 +20,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 
-from schemas import Alert, Kpi, ScoredMention, Topics, load, utc_now
-from services.api.actions import AlertAck, MalformedAction, MentionHandled, action_key, encode_action, parse_action
+from schemas import (
+    Alert,
+    AlertAck,
+    Kpi,
+    MentionHandled,
+    ScoredMention,
+    Topics,
+    WebhookDelivery,
+    ensure_topics,
+    load,
+    utc_now,
+)
+from services.api.actions import MalformedAction, action_key, encode_action, parse_action
 from services.api.fanout import AlertFanout
 from services.api.metrics import ApiMetrics
-from services.api.settings import ApiSettings, actions_topic, deliveries_topic
+from services.api.settings import ApiSettings
 from services.api.views import Views
-from services.api.webhooks import Delivery, DeliveryLog
+from services.api.webhooks import DeliveryLog
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +101,10 @@ class ViewConsumer:
             topics.kpi_snapshots: KPI_SNAPSHOTS,
             topics.mentions_scored: MENTIONS_SCORED,
             topics.alerts: ALERTS,
-            actions_topic(settings.topic_prefix): ACTIONS,
-            deliveries_topic(settings.topic_prefix): DELIVERIES,
+            topics.alerts_actions: ACTIONS,
+            topics.webhooks_deliveries: DELIVERIES,
         }
-        self.own_topics = [actions_topic(settings.topic_prefix), deliveries_topic(settings.topic_prefix)]
+        self.own_topics = [topics.alerts_actions, topics.webhooks_deliveries]
         self.sinks = list(sinks)
         for sink in self.sinks:
             for name in sink.topics:
@@ -169,9 +181,7 @@ class ViewConsumer:
             await asyncio.sleep(delay)
 
     async def _consume(self) -> None:
-        await ensure_compacted_topics(
-            self.settings.bootstrap, self.own_topics, self.settings.partitions, self.settings.replication_factor
-        )
+        await ensure_own_topics(self.settings, self.own_topics)
         partitions = await self._discover_partitions()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
@@ -296,7 +306,7 @@ class ViewConsumer:
                 if record.value is None:
                     self.deliveries.remove((record.key or b"").decode("utf-8", errors="replace"))
                 else:
-                    self.deliveries.apply(load(Delivery, record.value))
+                    self.deliveries.apply(load(WebhookDelivery, record.value))
             elif topic == ALERTS:
                 alert = load(Alert, self._value(record))
                 is_new = self.views.apply_alert(alert)
@@ -351,44 +361,17 @@ class ViewConsumer:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-async def ensure_compacted_topics(
-    bootstrap: str, names: list[str], partitions: int, replication: int, timeout: float = 30.0
-) -> None:
-    """Create the API's own compacted topics if they are missing, and wait until every partition has a leader."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ecoute-api-admin", request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                name=name,
-                num_partitions=partitions,
-                replication_factor=replication,
-                topic_configs={"cleanup.policy": "compact"},
-            )
-            for name in names
-            if name not in existing
-        ]
-        if wanted:
-            response = await admin.create_topics(wanted)
-            for name, code, message in response.topic_errors:
-                if code not in (0, TopicAlreadyExistsError.errno):
-                    raise RuntimeError(f"could not create topic {name}: error {code} {message}")
-            logger.info("created compacted topics %s", ", ".join(t.name for t in wanted))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            described = await admin.describe_topics(names)
-            if all(
-                t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
-                for t in described
-            ):
-                return
-            if loop.time() > deadline:
-                raise RuntimeError(f"topics {names} have no leader after {timeout}s")
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
+async def ensure_own_topics(settings: ApiSettings, names: list[str], timeout: float = 30.0) -> None:
+    """Create the topics the API itself writes if they are missing (with their configs from schemas.topics),
+    and wait until every partition has a leader."""
+    await ensure_topics(
+        settings.bootstrap,
+        Topics(settings.topic_prefix),
+        settings.partitions,
+        settings.replication_factor,
+        timeout=timeout,
+        names=names,
+    )
 
 
 class ActionsUnavailable(RuntimeError):
@@ -400,7 +383,7 @@ class ActionWriter:
 
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
-        self.topic = actions_topic(settings.topic_prefix)
+        self.topic = Topics(settings.topic_prefix).alerts_actions
         self.timeout = settings.api_write_timeout_seconds
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -408,9 +391,7 @@ class ActionWriter:
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                await ensure_compacted_topics(
-                    self.settings.bootstrap, [self.topic], self.settings.partitions, self.settings.replication_factor
-                )
+                await ensure_own_topics(self.settings, [self.topic])
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self.settings.bootstrap,
                     acks="all",

@@ -8,21 +8,6 @@ from pydantic import Field
 
 from schemas import CommonSettings
 
-# Topics the API itself writes (compacted). Their names should move to schemas.Topics; until then they are
-# derived here from the same prefix, so every replica agrees on them.
-ACTIONS_TOPIC = "alerts.actions"
-DELIVERIES_TOPIC = "webhooks.deliveries"
-
-
-def actions_topic(prefix: str) -> str:
-    """Acks of alerts and handled marks of mentions (compacted; keys `alert:<id>`, `mention:<brand>:<id>`)."""
-    return f"{prefix}{ACTIONS_TOPIC}"
-
-
-def deliveries_topic(prefix: str) -> str:
-    """State of every webhook delivery (compacted; key `<alert id>|<webhook id>`)."""
-    return f"{prefix}{DELIVERIES_TOPIC}"
-
 
 class ApiSettings(CommonSettings):
     api_host: str = "127.0.0.1"

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import httpcore
 import httpx
@@ -32,74 +32,26 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from httpcore import AsyncNetworkBackend, AsyncNetworkStream
 from httpcore._backends.auto import AutoBackend
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import ValidationError
 
-from schemas import Alert, ConfigError, dump, load, utc_now
-from schemas.models import UtcDatetime
+from schemas import Alert, ConfigError, DeliveryStatus, WebhookConfig, WebhookDelivery, dump, load, utc_now
 
 logger = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-DeliveryStatus = Literal["pending", "delivered", "failed"]
 SIGNATURE_HEADER = "X-Ecoute-Signature"
 
 
 # ---------------------------------------------------------------------------------------------- configuration
 
 
-class WebhookConfig(BaseModel):
-    """One entry of `webhooks:`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: StrictStr
-    format: Literal["json", "slack"] = "json"
-    secret: StrictStr | None = Field(None, description="HMAC-SHA256 key of X-Ecoute-Signature; no header without")
-    brands: list[StrictStr] = Field(default_factory=lambda: ["*"], min_length=1)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        try:
-            parsed = httpx.URL(value)
-        except (httpx.InvalidURL, TypeError, ValueError) as exc:
-            raise ValueError(f"not a valid URL: {exc}") from None
-        if parsed.scheme not in ("http", "https"):
-            raise ValueError(f"only http and https URLs are allowed, not {parsed.scheme or 'no scheme'!r}")
-        if not parsed.host:
-            raise ValueError("the URL has no host")
-        if parsed.userinfo:
-            raise ValueError("credentials in webhook URLs are refused")
-        return value
-
-    @property
-    def id(self) -> str:
-        """A stable name for this webhook in delivery records (the URL itself may be a secret, as Slack's are)."""
-        return "wh-" + hashlib.sha256(f"{self.format} {self.url}".encode()).hexdigest()[:12]
-
-    @property
-    def target(self) -> str:
-        """The URL with its path hidden, safe to show."""
-        parsed = httpx.URL(self.url)
-        port = f":{parsed.port}" if parsed.port else ""
-        return f"{parsed.scheme}://{parsed.host}{port}/…"
-
-    def matches(self, brand: str) -> bool:
-        return "*" in self.brands or brand in self.brands
-
-
-def parse_webhooks(raw: Sequence[dict[str, Any]], allow: Iterable[IPNetwork] = ()) -> list[WebhookConfig]:
-    """`webhooks:` entries → WebhookConfig; ConfigError names the entry and the field (and a refused IP literal)."""
-    hooks: list[WebhookConfig] = []
+def check_webhooks(hooks: Sequence[WebhookConfig], allow: Iterable[IPNetwork] = ()) -> list[WebhookConfig]:
+    """The API's own checks of `webhooks:` (its shape is checked by schemas.load_config): a URL whose host is
+    an IP literal the address policy refuses is a ConfigError naming the entry; an unsigned json hook, a warning."""
     allowed = tuple(allow)
-    for index, entry in enumerate(raw):
-        try:
-            hook = WebhookConfig.model_validate(entry)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"webhooks[{index}]: {problems}") from None
+    for index, hook in enumerate(hooks):
         literal = ip_literal(httpx.URL(hook.url).host)
         if literal is not None:
             why = address_refusal(literal, allowed)
@@ -107,8 +59,7 @@ def parse_webhooks(raw: Sequence[dict[str, Any]], allow: Iterable[IPNetwork] = (
                 raise ConfigError(f"webhooks[{index}]: {why}")
         if hook.format == "json" and not hook.secret:
             logger.warning("webhooks[%d] (%s) has no secret: its requests are not signed", index, hook.target)
-        hooks.append(hook)
-    return hooks
+    return list(hooks)
 
 
 # ---------------------------------------------------------------------------------------------- signature, bodies
@@ -178,31 +129,6 @@ def render_body(alert: Alert, fmt: str) -> bytes:
 # ---------------------------------------------------------------------------------------------- delivery states
 
 
-class Delivery(BaseModel):
-    """webhook-delivery/1: the state of one alert's delivery to one webhook (compacted, key = `id`)."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    schema_: Literal["webhook-delivery/1"] = Field("webhook-delivery/1", alias="schema")
-    id: StrictStr = Field(description="`<alert id>|<webhook id>`")
-    alert_id: StrictStr
-    brand: StrictStr
-    kind: StrictStr
-    webhook: StrictStr = Field(description="webhook id (a digest of format and URL)")
-    target: StrictStr = Field(description="scheme and host of the URL (the path may be a secret)")
-    format: Literal["json", "slack"]
-    status: DeliveryStatus
-    attempts: int = Field(0, ge=0)
-    last_status_code: int | None = None
-    last_error: str | None = None
-    next_attempt_at: UtcDatetime | None = Field(None, description="when the next attempt is due; null once final")
-    alert_created_at: UtcDatetime
-    updated_at: UtcDatetime
-    delivered_at: UtcDatetime | None = None
-    partition: int = Field(0, ge=0, description="partition of the alert on the alerts topic (who retries it)")
-    alert: Alert | None = Field(None, description="kept while pending, to retry after a restart")
-
-
 def delivery_id(alert_id: str, webhook_id: str) -> str:
     return f"{alert_id}|{webhook_id}"
 
@@ -232,8 +158,8 @@ def backoff_delay(attempts: int, policy: RetryPolicy, rng: random.Random) -> flo
     return delay * (0.5 + 0.5 * rng.random())
 
 
-def new_delivery(alert: Alert, hook: WebhookConfig, partition: int, now: datetime) -> Delivery:
-    return Delivery(
+def new_delivery(alert: Alert, hook: WebhookConfig, partition: int, now: datetime) -> WebhookDelivery:
+    return WebhookDelivery(
         id=delivery_id(alert.id, hook.id),
         alert_id=alert.id,
         brand=alert.brand,
@@ -251,8 +177,8 @@ def new_delivery(alert: Alert, hook: WebhookConfig, partition: int, now: datetim
 
 
 def after_attempt(
-    delivery: Delivery, outcome: Outcome, now: datetime, policy: RetryPolicy, rng: random.Random
-) -> Delivery:
+    delivery: WebhookDelivery, outcome: Outcome, now: datetime, policy: RetryPolicy, rng: random.Random
+) -> WebhookDelivery:
     """The delivery's next state: delivered, pending with the next attempt scheduled, or failed for good."""
     attempts = delivery.attempts + 1
     common: dict[str, Any] = {
@@ -275,7 +201,7 @@ def after_attempt(
     return delivery.model_copy(update={**common, "status": "pending", "next_attempt_at": due})
 
 
-def expired(delivery: Delivery, now: datetime, error: str) -> Delivery:
+def expired(delivery: WebhookDelivery, now: datetime, error: str) -> WebhookDelivery:
     return delivery.model_copy(
         update={"status": "failed", "next_attempt_at": None, "alert": None, "last_error": error, "updated_at": now}
     )
@@ -286,9 +212,9 @@ class DeliveryLog:
 
     def __init__(self, capacity: int | None = None) -> None:
         self.capacity = capacity
-        self._by_id: dict[str, Delivery] = {}
+        self._by_id: dict[str, WebhookDelivery] = {}
 
-    def apply(self, delivery: Delivery) -> None:
+    def apply(self, delivery: WebhookDelivery) -> None:
         self._by_id.pop(delivery.id, None)  # re-insert: dict order = order of the latest update
         self._by_id[delivery.id] = delivery
         if self.capacity is not None:
@@ -298,10 +224,10 @@ class DeliveryLog:
     def remove(self, key: str) -> None:
         self._by_id.pop(key, None)
 
-    def get(self, key: str) -> Delivery | None:
+    def get(self, key: str) -> WebhookDelivery | None:
         return self._by_id.get(key)
 
-    def values(self) -> list[Delivery]:
+    def values(self) -> list[WebhookDelivery]:
         return list(self._by_id.values())
 
     def clear(self) -> None:
@@ -316,10 +242,10 @@ class DeliveryLog:
         status: DeliveryStatus | None = None,
         brand: str | None = None,
         limit: int = 100,
-    ) -> list[Delivery]:
+    ) -> list[WebhookDelivery]:
         """The most recently updated first, optionally of some brands or one status."""
         allowed = None if visible is None else set(visible)
-        found: list[Delivery] = []
+        found: list[WebhookDelivery] = []
         for delivery in reversed(self._by_id.values()):
             if allowed is not None and delivery.brand not in allowed:
                 continue
@@ -508,7 +434,7 @@ class WebhookSender:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def post(self, hook: WebhookConfig, body: bytes, delivery: Delivery) -> Outcome:
+    async def post(self, hook: WebhookConfig, body: bytes, delivery: WebhookDelivery) -> Outcome:
         headers = {
             "content-type": "application/json",
             "x-ecoute-event": "alert",
@@ -730,7 +656,7 @@ class WebhookDispatcher:
             self.ledger.remove(key)
             return
         try:
-            self.ledger.apply(load(Delivery, record.value))
+            self.ledger.apply(load(WebhookDelivery, record.value))
         except ValidationError as exc:
             logger.warning(
                 "skipping malformed delivery record on %s partition %d offset %d: %s",
@@ -768,7 +694,7 @@ class WebhookDispatcher:
         self._report_pending()
         self._wake.set()
 
-    async def _write(self, delivery: Delivery) -> None:
+    async def _write(self, delivery: WebhookDelivery) -> None:
         producer = self._producer
         if producer is None:
             raise RuntimeError("the dispatcher is not running")
@@ -777,8 +703,8 @@ class WebhookDispatcher:
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def _due(self, now: datetime) -> tuple[list[Delivery], datetime | None]:
-        due: list[Delivery] = []
+    def _due(self, now: datetime) -> tuple[list[WebhookDelivery], datetime | None]:
+        due: list[WebhookDelivery] = []
         soonest: datetime | None = None
         for delivery in self.ledger.values():
             if (
@@ -816,7 +742,7 @@ class WebhookDispatcher:
             await asyncio.gather(*attempts, return_exceptions=True)
             self._in_flight.clear()
 
-    async def _attempt(self, delivery: Delivery) -> None:
+    async def _attempt(self, delivery: WebhookDelivery) -> None:
         try:
             async with self._slots:
                 hook = self.hooks.get(delivery.webhook)
@@ -843,7 +769,7 @@ class WebhookDispatcher:
             self._report_pending()
             self._wake.set()
 
-    async def _save(self, delivery: Delivery, outcome: str) -> None:
+    async def _save(self, delivery: WebhookDelivery, outcome: str) -> None:
         """Record a new state; the in-memory ledger is updated first, so a failed write never causes a resend here."""
         self.metrics.on_outcome(outcome)
         self.ledger.apply(delivery)

@@ -8,13 +8,19 @@ import statistics
 import pytest
 
 from schemas.config import VolumeSpikeRule
-from services.analyzer.alerts import SpikeFinding, alert_id, volume_spike
+from services.analyzer.alerts import Finding, Series, alert_id, volume_spike
 
 RULE = VolumeSpikeRule.model_validate(
     {"window": "5m", "baseline": "24h", "sigma": 3, "min_mentions": 20, "warmup": "30m", "cooldown": "30m"}
 )
 FIRST = 1_714_989_600  # 2024-05-06T10:00:00Z
 NOW = FIRST + 120 * 60  # two hours of history
+
+
+def spike(
+    minutes: dict[int, int], first: int, now: int, rule: VolumeSpikeRule, last_fired: int | None
+) -> Finding | None:
+    return volume_spike(Series.of(minutes), first, now, rule, last_fired)
 
 
 def history(pattern: list[int], first: int = FIRST, now: int = NOW) -> dict[int, int]:
@@ -45,11 +51,11 @@ def block_sums(minutes: dict[int, int], first: int, now: int, block: int = 300) 
 def test_spike_above_mean_plus_three_sigma_fires() -> None:
     baseline = history([1, 2, 1, 2, 1, 2, 3])
     minutes = with_last_five(baseline, [10, 10, 10, 10, 10])
-    finding = volume_spike(minutes, FIRST, NOW, RULE, None)
+    finding = spike(minutes, FIRST, NOW, RULE, None)
     sums = block_sums(minutes, FIRST, NOW)
     assert len(sums) == 23  # 115 minutes of history in 5-minute blocks
     mean, std = statistics.fmean(sums), statistics.pstdev(sums)
-    assert finding == SpikeFinding(
+    assert finding == Finding(
         window_start=NOW - 240,
         window_end=NOW + 60,
         observed=50,
@@ -64,56 +70,56 @@ def test_just_above_threshold_is_a_warning_at_threshold_nothing() -> None:
     sums = block_sums(with_last_five(baseline, [0] * 5), FIRST, NOW)
     threshold = statistics.fmean(sums) + 3 * statistics.pstdev(sums)
     above = int(threshold) + 1
-    finding = volume_spike(with_last_five(baseline, [above, 0, 0, 0, 0]), FIRST, NOW, RULE, None)
+    finding = spike(with_last_five(baseline, [above, 0, 0, 0, 0]), FIRST, NOW, RULE, None)
     assert finding is not None
     assert finding.observed == above
     assert finding.severity == "warning"
     assert finding.threshold == round(threshold, 3)
     below = int(threshold)
     assert below <= threshold
-    assert volume_spike(with_last_five(baseline, [below, 0, 0, 0, 0]), FIRST, NOW, RULE, None) is None
+    assert spike(with_last_five(baseline, [below, 0, 0, 0, 0]), FIRST, NOW, RULE, None) is None
 
 
 def test_flat_baseline_at_its_usual_level_does_not_fire() -> None:
     minutes = with_last_five(history([5]), [5, 5, 5, 5, 5])  # 25 per block everywhere, std 0
-    assert volume_spike(minutes, FIRST, NOW, RULE, None) is None
+    assert spike(minutes, FIRST, NOW, RULE, None) is None
 
 
 def test_silent_baseline_then_burst_fires_critical() -> None:
     minutes = with_last_five({FIRST: 0}, [0, 0, 0, 0, 30])
-    finding = volume_spike(minutes, FIRST, NOW, RULE, None)
+    finding = spike(minutes, FIRST, NOW, RULE, None)
     assert finding is not None
     assert (finding.observed, finding.baseline, finding.threshold, finding.severity) == (30, 0.0, 0.0, "critical")
 
 
 def test_below_min_mentions_does_not_fire() -> None:
     quiet = {FIRST: 0}
-    assert volume_spike(with_last_five(quiet, [4, 4, 4, 4, 3]), FIRST, NOW, RULE, None) is None  # 19
-    assert volume_spike(with_last_five(quiet, [4, 4, 4, 4, 4]), FIRST, NOW, RULE, None) is not None  # 20
+    assert spike(with_last_five(quiet, [4, 4, 4, 4, 3]), FIRST, NOW, RULE, None) is None  # 19
+    assert spike(with_last_five(quiet, [4, 4, 4, 4, 4]), FIRST, NOW, RULE, None) is not None  # 20
 
 
 def test_no_alert_during_warmup() -> None:
     first = NOW - 29 * 60
     minutes = with_last_five(history([1], first=first), [50] * 5)
-    assert volume_spike(minutes, first, NOW, RULE, None) is None
+    assert spike(minutes, first, NOW, RULE, None) is None
     first = NOW - 30 * 60
     minutes = with_last_five(history([1], first=first), [50] * 5)
-    assert volume_spike(minutes, first, NOW, RULE, None) is not None
+    assert spike(minutes, first, NOW, RULE, None) is not None
 
 
 def test_no_baseline_blocks_no_alert() -> None:
     rule = RULE.model_copy(update={"warmup": 60.0})
     first = NOW - 120
     minutes = with_last_five({}, [50] * 5)
-    assert volume_spike(minutes, first, NOW, rule, None) is None
+    assert spike(minutes, first, NOW, rule, None) is None
 
 
 def test_cooldown_after_a_spike() -> None:
     minutes = with_last_five(history([1, 2]), [20] * 5)
     start = NOW - 240
-    assert volume_spike(minutes, FIRST, NOW, RULE, start - 29 * 60) is None
-    assert volume_spike(minutes, FIRST, NOW, RULE, start) is None
-    assert volume_spike(minutes, FIRST, NOW, RULE, start - 30 * 60) is not None
+    assert spike(minutes, FIRST, NOW, RULE, start - 29 * 60) is None
+    assert spike(minutes, FIRST, NOW, RULE, start) is None
+    assert spike(minutes, FIRST, NOW, RULE, start - 30 * 60) is not None
 
 
 def test_baseline_period_bounds_the_history_used() -> None:
@@ -122,9 +128,9 @@ def test_baseline_period_bounds_the_history_used() -> None:
     minutes = with_last_five(history([2]), [12] * 5)
     for m in range(NOW - 90 * 60, NOW - 85 * 60, 60):
         minutes[m] = 200
-    assert volume_spike(minutes, FIRST, NOW, RULE, None) is None
+    assert spike(minutes, FIRST, NOW, RULE, None) is None
     one_hour = RULE.model_copy(update={"baseline": 3600.0})
-    finding = volume_spike(minutes, FIRST, NOW, one_hour, None)
+    finding = spike(minutes, FIRST, NOW, one_hour, None)
     assert finding is not None
     assert finding.baseline == 10.0
 
@@ -134,7 +140,7 @@ def test_window_of_ten_minutes() -> None:
     minutes = history([1])
     for m in range(NOW - 540, NOW + 60, 60):
         minutes[m] = 5
-    finding = volume_spike(minutes, FIRST, NOW, rule, None)
+    finding = spike(minutes, FIRST, NOW, rule, None)
     assert finding is not None
     assert (finding.window_start, finding.window_end, finding.observed) == (NOW - 540, NOW + 60, 50)
 
@@ -159,7 +165,7 @@ def test_sigma_moves_the_threshold(sigma: float, fires: bool) -> None:
     sums = block_sums(with_last_five(baseline, [0] * 5), FIRST, NOW)
     expected = statistics.fmean(sums) + sigma * statistics.pstdev(sums)
     rule = RULE.model_copy(update={"sigma": sigma})
-    finding = volume_spike(with_last_five(baseline, [30, 0, 0, 0, 0]), FIRST, NOW, rule, None)
+    finding = spike(with_last_five(baseline, [30, 0, 0, 0, 0]), FIRST, NOW, rule, None)
     assert (finding is not None) is fires
     if finding is not None:
         assert finding.threshold == round(expected, 3)

@@ -6,18 +6,17 @@ from __future__ import annotations
 import ipaddress
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
 
-from schemas import ConfigError
+from schemas import AlertAck, ConfigError, EcouteConfig, MentionHandled, WebhookConfig, load_config
 from schemas.config import ApiKey
 from services.api.actions import (
     AckRemoved,
-    AlertAck,
     HandledRemoved,
     MalformedAction,
-    MentionHandled,
     ack_key,
     encode_action,
     handled_key,
@@ -29,13 +28,12 @@ from services.api.webhooks import (
     DeliveryLog,
     Outcome,
     RetryPolicy,
-    WebhookConfig,
     address_refusal,
     after_attempt,
     backoff_delay,
+    check_webhooks,
     ip_literal,
     new_delivery,
-    parse_webhooks,
     render_body,
     sign,
     slack_payload,
@@ -296,18 +294,30 @@ def test_allow_networks_and_legacy_literals() -> None:
     assert ip_literal("hooks.example") is None
 
 
-def test_webhook_config_is_checked_at_load() -> None:
-    hooks = parse_webhooks([{"url": "https://hooks.example/a", "format": "slack", "brands": ["acme"]}])
+def hooks_of(*entries: dict[str, object]) -> list[WebhookConfig]:
+    return EcouteConfig.model_validate({"webhooks": list(entries)}).webhooks
+
+
+def test_webhook_config_is_checked_at_load(tmp_path: Path) -> None:
+    hooks = check_webhooks(hooks_of({"url": "https://hooks.example/a", "format": "slack", "brands": ["acme"]}))
     assert hooks[0].matches("acme") and not hooks[0].matches("globex")
     assert hooks[0].target == "https://hooks.example/…"  # the path (a Slack secret) is never shown
-    assert parse_webhooks([{"url": "https://hooks.example/b"}])[0].matches("anything")
-    for entry, problem in (
-        ({"url": "ftp://hooks.example/"}, "only http and https"),
-        ({"url": "https://user:pw@hooks.example/"}, "credentials"),
-        ({"url": "https://hooks.example/", "format": "xml"}, "format"),
-        ({"url": "http://127.0.0.1:9/"}, "loopback"),
-        ({"url": "http://[::ffff:10.0.0.1]/"}, "private"),
+    assert check_webhooks(hooks_of({"url": "https://hooks.example/b"}))[0].matches("anything")
+    # Its shape is the shared config's: the file is refused naming the entry and the field.
+    config = tmp_path / "ecoute.yaml"
+    for entry, where, problem in (
+        ('{url: "ftp://hooks.example/"}', "webhooks.0.url", "only http and https"),
+        ('{url: "https://user:pw@hooks.example/"}', "webhooks.0.url", "credentials"),
+        ('{url: "https://hooks.example/", format: xml}', "webhooks.0.format", "json"),
+        ('{url: "https://hooks.example/", brands: []}', "webhooks.0.brands", "at least 1"),
+        ('{url: "https://hooks.example/", sercet: x}', "webhooks.0.sercet", "not permitted"),
     ):
-        with pytest.raises(ConfigError, match=problem):
-            parse_webhooks([entry])
-    assert parse_webhooks([{"url": "http://127.0.0.1:9/"}], (ipaddress.ip_network("127.0.0.0/8"),))
+        config.write_text(f"webhooks:\n  - {entry}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=problem) as info:
+            load_config(config)
+        assert where in str(info.value) and str(config) in str(info.value)
+    # The address policy is the API's: IP literals it refuses are refused at load, unless allowed.
+    for url, problem in (("http://127.0.0.1:9/", "loopback"), ("http://[::ffff:10.0.0.1]/", "private")):
+        with pytest.raises(ConfigError, match=f"webhooks\\[0\\]: .*{problem}"):
+            check_webhooks(hooks_of({"url": url}))
+    assert check_webhooks(hooks_of({"url": "http://127.0.0.1:9/"}), (ipaddress.ip_network("127.0.0.0/8"),))

@@ -10,15 +10,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from schemas import Topics, dump, ensure_topics, utc_now
-from services.api.settings import actions_topic
 from services.api.views import floor_minute
 from tests.api.api_factories import MINUTE, alert, scored
 from tests.api.api_server import ApiServer
-from tests.api.test_api_kafka import producer, send_alerts, settings_for, wait_ready
+from tests.api.test_api_kafka import producer, send_alerts, settings_for, topic_configs, wait_ready
 from tests.helpers import async_wait_until, latest_by_key, read_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("clean_env")]
@@ -107,21 +104,13 @@ async def test_acks_and_handled_marks_reach_every_replica_and_survive_a_restart(
         assert (await one.post("/v1/alerts/a2/ack", json={"by": 5})).status_code == 422
 
     # On the topic: one record per action, keyed for compaction, on a compacted topic.
-    records = await read_all(bootstrap, actions_topic(topic_prefix))
+    records = await read_all(bootstrap, topics.alerts_actions)
     assert sorted(key for key, _, _ in records if key is not None) == [b"alert:a1", b"alert:a2", b"mention:acme:q1"]
-    latest = await latest_by_key(bootstrap, actions_topic(topic_prefix))
+    latest = await latest_by_key(bootstrap, topics.alerts_actions)
     ack_value = latest[b"alert:a1"]
     assert ack_value is not None and orjson.loads(ack_value)["schema"] == "alert-ack/1"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, actions_topic(topic_prefix))]
-        )
-        entries = {entry[0]: entry[1] for entry in described[0].resources[0][4]}
-        assert entries["cleanup.policy"] == "compact"
-    finally:
-        await admin.close()
+    configs = await topic_configs(bootstrap, topics.alerts_actions)
+    assert configs[topics.alerts_actions]["cleanup.policy"] == "compact"
 
     # Both replicas gone: a fresh one rebuilds acks, handled marks and the response time from the topics.
     first.stop()

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from schemas import Alert, Kpi, Topics, dump, ensure_topics, to_dict, utc_now
 from services.api.settings import ApiSettings
@@ -55,6 +56,18 @@ def settings_for(bootstrap: str, prefix: str, tmp_path: Path, **extra: Any) -> A
     config = tmp_path / "ecoute.yaml"
     config.write_text("brands:\n  globex:\n    query: globex\n", encoding="utf-8")
     return ApiSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, config=config, **extra)
+
+
+async def topic_configs(bootstrap: str, *names: str) -> dict[str, dict[str, str]]:
+    """Each topic's configs, as the broker describes them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+    finally:
+        await admin.close()
+    # resources: (error_code, error_message, resource_type, resource_name, [(name, value, …), …])
+    return {res[3]: {entry[0]: entry[1] for entry in res[4]} for response in described for res in response.resources}
 
 
 async def wait_ready(client: httpx.AsyncClient) -> None:
@@ -223,7 +236,8 @@ async def test_errors_are_404_for_unknown_brands_and_422_for_bad_parameters(
         assert (body["mentions"], body["sentiment_avg"], body["unique_authors"]) == (0, None, 0)
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         page = await http.get("/")
-        assert page.status_code == 200 and 'href="/v1/brands/globex/kpis?window=1h"' in page.text
+        assert page.status_code == 200 and '<script src="/static/app.js" defer></script>' in page.text
+        assert (await http.get("/static/app.js")).status_code == 200
         openapi = (await http.get("/openapi.json")).json()
         kpis_schema = openapi["paths"]["/v1/brands/{brand}/kpis"]["get"]["responses"]["200"]
         assert kpis_schema["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RollingKpi"}
@@ -260,8 +274,25 @@ async def test_readiness_waits_for_the_topics_without_creating_them(
             ]
         finally:
             await admin.close()
+        own = await topic_configs(bootstrap, topics.alerts_actions, topics.webhooks_deliveries)
+        assert {name: configs["cleanup.policy"] for name, configs in own.items()} == {
+            topics.alerts_actions: "compact",
+            topics.webhooks_deliveries: "compact",
+        }
 
         await ensure_topics(bootstrap, topics, partitions=3)
+        # The pipeline's topics, with their own configs: metrics.accounts is compacted yet keeps 8 days of
+        # readings, so the love KPI's 1- and 7-day changes survive a restart of the API.
+        pipeline = await topic_configs(bootstrap, *topics.all())
+        assert {name for name, configs in pipeline.items() if configs["cleanup.policy"] == "compact"} == {
+            topics.kpi_snapshots,
+            topics.ingest_checkpoints,
+            topics.metrics_accounts,
+            topics.alerts_actions,
+            topics.webhooks_deliveries,
+        }
+        assert pipeline[topics.metrics_accounts]["min.compaction.lag.ms"] == str(8 * 24 * 3600 * 1000)
+        assert pipeline[topics.kpi_snapshots]["min.compaction.lag.ms"] == "0"
         async with producer(bootstrap) as client:
             await send_kpis(client, topics, kpi("acme", floor_minute(utc_now()), mentions=5))
         await wait_ready(http)

@@ -12,10 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas import Topics, ensure_topics, to_dict, utc_now
+from schemas import Topics, WebhookConfig, ensure_topics, to_dict, utc_now
 from services.api.settings import ApiSettings
 from services.api.webhooks import (
-    WebhookConfig,
     WebhookSender,
     new_delivery,
     parse_networks,

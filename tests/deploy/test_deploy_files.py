@@ -19,11 +19,15 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 from pydantic_settings import BaseSettings
 
 from schemas.config import load_config
+from services.analyzer.metrics import build_metrics as build_analyzer_metrics
 from services.analyzer.settings import AnalyzerSettings
+from services.api.metrics import ApiMetrics
 from services.api.settings import ApiSettings
+from services.ingest.metrics import build_metrics as build_ingest_metrics
 from services.ingest.settings import IngestSettings
 from services.ingest.simulate import SimulateOptions, simulation_from_options
 
@@ -46,6 +50,13 @@ ECOUTE_METRICS = {
     "ecoute_ingest_produce_retries_total": "counter",
     "ecoute_ingest_unavailable_total": "counter",
     "ecoute_ingest_request_seconds": "histogram",
+    # ingest connectors (polled sources), labelled source_id and type
+    "ecoute_ingest_source_fetched_total": "counter",
+    "ecoute_ingest_source_produced_total": "counter",
+    "ecoute_ingest_source_refused_total": "counter",
+    "ecoute_ingest_source_errors_total": "counter",
+    "ecoute_ingest_source_last_success_timestamp_seconds": "gauge",
+    "ecoute_ingest_source_consecutive_failures": "gauge",
     # analyzer
     "ecoute_analyzer_mentions_processed_total": "counter",
     "ecoute_analyzer_duplicates_total": "counter",
@@ -59,6 +70,14 @@ ECOUTE_METRICS = {
     "ecoute_api_request_seconds": "histogram",
     "ecoute_api_view_records_total": "counter",
     "ecoute_api_sse_clients": "gauge",
+    "ecoute_api_view_bad_records_total": "counter",
+    "ecoute_api_sse_dropped_total": "counter",
+    "ecoute_api_unauthorized_total": "counter",
+    "ecoute_api_rate_limited_total": "counter",
+    "ecoute_api_actions_total": "counter",
+    "ecoute_api_webhook_deliveries_total": "counter",
+    "ecoute_api_webhook_pending": "gauge",
+    "ecoute_api_views_ready": "gauge",
 }
 # Series Prometheus makes itself: scrape health and the state of alerting rules.
 PROMETHEUS_SERIES = {"up", "ALERTS"}
@@ -396,6 +415,24 @@ def test_metric_name_extraction(expr: str, names: set[str]) -> None:
     assert metric_names(expr) == names
 
 
+def published_metrics() -> dict[str, str]:
+    """What the three services' metrics modules register: exposed name -> kind."""
+    registry = CollectorRegistry()
+    build_ingest_metrics(registry)
+    build_analyzer_metrics(registry)
+    ApiMetrics(registry)
+    # prometheus_client strips a counter's `_total` from its family name and adds it back when exposing.
+    return {f"{m.name}_total" if m.type == "counter" else m.name: m.type for m in registry.collect()}
+
+
+def test_the_metric_list_is_what_the_services_publish() -> None:
+    """The list dashboards and rules are checked against must itself name real metrics of the right kind."""
+    published = published_metrics()
+    for name, kind in ECOUTE_METRICS.items():
+        assert name in published, f"{name} is in ECOUTE_METRICS but no service's metrics.py registers it"
+        assert published[name] == kind, f"{name} is a {published[name]}, not a {kind}"
+
+
 def test_dashboard_and_rules_use_only_published_metric_names(
     dashboard: dict[str, Any], rules: list[dict[str, Any]]
 ) -> None:
@@ -432,6 +469,12 @@ def test_dashboard_shows_what_operators_need(dashboard: dict[str, Any]) -> None:
         r"histogram_quantile\(0\.5, .*ecoute_api_request_seconds_bucket",
         r"histogram_quantile\(0\.99, .*ecoute_api_request_seconds_bucket",
         r"ecoute_alerts_fired_total",
+        r"ecoute_ingest_source_fetched_total",
+        r"ecoute_ingest_source_errors_total",
+        r"time\(\) - max by \(source_id, type\) \(ecoute_ingest_source_last_success_timestamp_seconds\)",
+        r"ecoute_ingest_source_consecutive_failures",
+        r"ecoute_api_request_seconds_count",
+        r"ecoute_api_sse_clients",
     ]:
         assert re.search(wanted, exprs), f"no dashboard query matches {wanted}"
 
@@ -444,6 +487,8 @@ def test_rules_cover_lag_dead_letters_ingest_and_api_errors(rules: list[dict[str
         "ecoute_ingest_unavailable_total",
         "ecoute_ingest_mentions_refused_total",
         "ecoute_api_request_seconds_count",
+        "ecoute_ingest_source_consecutive_failures",
+        "ecoute_ingest_source_last_success_timestamp_seconds",
     ]:
         assert metric in by_metric, f"no alerting rule on {metric}"
     for rule in rules:
@@ -479,6 +524,16 @@ def test_promtool_accepts_the_rules() -> None:
 
 def test_rules_pass_their_unit_tests() -> None:
     run_promtool("test", "rules", "deploy/prometheus/rules_test.yml")
+
+
+def test_every_rule_has_a_unit_test_that_fires_it(rules: list[dict[str, Any]]) -> None:
+    """promtool only tests what rules_test.yml names: each alert needs a case where it is expected to fire."""
+    cases = load_yaml(PROMETHEUS_DIR / "rules_test.yml")["tests"]
+    fired = {
+        check["alertname"] for case in cases for check in case.get("alert_rule_test", []) if check.get("exp_alerts")
+    }
+    for rule in rules:
+        assert rule["alert"] in fired, f"rules_test.yml never expects {rule['alert']} to fire"
 
 
 def test_dashboard_queries_are_valid_promql(dashboard: dict[str, Any], tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The shared contract: message models against their committed JSON Schemas, refusal of bad
-messages naming the field, UTC timestamps, and the YAML config's errors."""
+messages naming the field, UTC timestamps, the YAML config's errors, and the topics' names and configs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,23 @@ from jsonschema import Draft202012Validator, FormatChecker
 from pydantic import BaseModel, ValidationError
 
 import schemas
-from schemas import Alert, ConfigError, EcouteConfig, Kpi, KpiPartial, Mention, ScoredMention, dump, load, load_config
+from schemas import (
+    Alert,
+    AlertAck,
+    ConfigError,
+    EcouteConfig,
+    Kpi,
+    KpiPartial,
+    Mention,
+    MentionHandled,
+    ScoredMention,
+    Topics,
+    WebhookConfig,
+    WebhookDelivery,
+    dump,
+    load,
+    load_config,
+)
 from schemas.config import parse_duration
 from schemas.export import rendered, schema_of
 from schemas.models import MESSAGE_MODELS
@@ -56,6 +72,38 @@ COUNTERS: dict[str, Any] = {
     "unique_authors": 2,
     "topics": {"pricing": 2},
     "sources": {"reddit": 3},
+}
+
+
+ALERT: dict[str, Any] = {
+    "id": "abc123",
+    "brand": "acme",
+    "kind": "volume_spike",
+    "severity": "critical",
+    "window": {"start": T0, "end": T0 + timedelta(minutes=5)},
+    "observed": 60,
+    "baseline": 7.5,
+    "threshold": 9.0,
+    "message": "acme: 60 mentions in the last 5 min, 8.0\u00d7 the usual 7.5",
+    "evidence": {
+        "terms": ["recall"],
+        "topics": ["pricing"],
+        "authors": ["alice"],
+        "sample_mentions": ["https://e.com/1"],
+    },
+    "created_at": T0,
+}
+DELIVERY: dict[str, Any] = {
+    "id": "abc123|wh-3f1c2a9b0d4e",
+    "alert_id": "abc123",
+    "brand": "acme",
+    "kind": "volume_spike",
+    "webhook": "wh-3f1c2a9b0d4e",
+    "target": "https://hooks.example/…",
+    "format": "slack",
+    "status": "pending",
+    "alert_created_at": T0,
+    "updated_at": T0,
 }
 
 
@@ -110,27 +158,33 @@ def examples() -> list[tuple[str, BaseModel]]:
                 }
             ),
         ),
+        ("alert.v1", Alert.model_validate(ALERT)),
+        ("alert-ack.v1", AlertAck.model_validate({"alert_id": "abc123", "brand": "acme", "by": "jane", "at": T0})),
+        ("alert-ack.v1", AlertAck.model_validate({"alert_id": "abc123", "brand": "acme"})),
         (
-            "alert.v1",
-            Alert.model_validate(
+            "mention-handled.v1",
+            MentionHandled.model_validate(
                 {
-                    "id": "abc123",
+                    "mention_id": "reddit:t1_abc",
                     "brand": "acme",
-                    "kind": "volume_spike",
-                    "severity": "critical",
-                    "window": {"start": T0, "end": T0 + timedelta(minutes=5)},
-                    "observed": 60,
-                    "baseline": 7.5,
-                    "threshold": 9.0,
-                    "message": "acme: 60 mentions in the last 5 min, 8.0\u00d7 the usual 7.5",
-                    "evidence": {
-                        "terms": ["recall"],
-                        "topics": ["pricing"],
-                        "authors": ["alice"],
-                        "sample_mentions": ["https://e.com/1"],
-                    },
-                    "created_at": T0,
+                    "by": "jane@acme.example",
+                    "note": "answered in DM",
+                    "at": T0 + timedelta(minutes=21),
+                    "published_at": T0,
                 }
+            ),
+        ),
+        ("mention-handled.v1", MentionHandled.model_validate({"mention_id": "x:1", "brand": "acme"})),
+        (
+            "webhook-delivery.v1",
+            WebhookDelivery.model_validate(
+                {**DELIVERY, "attempts": 2, "last_status_code": 503, "last_error": "HTTP 503", "alert": ALERT}
+            ),
+        ),
+        (
+            "webhook-delivery.v1",
+            WebhookDelivery.model_validate(
+                {**DELIVERY, "status": "delivered", "attempts": 1, "delivered_at": T0, "partition": 3}
             ),
         ),
     ]
@@ -165,6 +219,20 @@ def test_schema_requires_what_the_model_requires() -> None:
         "kpi.v1": ["brand", "window", "start", "end"],
         "alert.v1": ["id", "brand", "kind", "severity", "window", "observed", "baseline", "threshold", "message"],
         "account-metric.v1": ["brand", "platform", "metric", "value"],
+        "alert-ack.v1": ["alert_id", "brand"],
+        "mention-handled.v1": ["mention_id", "brand"],
+        "webhook-delivery.v1": [
+            "id",
+            "alert_id",
+            "brand",
+            "kind",
+            "webhook",
+            "target",
+            "format",
+            "status",
+            "alert_created_at",
+            "updated_at",
+        ],
     }
     # The smallest message a webhook may post is valid for both the schema and the model.
     minimal = {"id": "webhook:1", "text": "hello"}
@@ -184,6 +252,9 @@ def test_every_model_has_a_committed_schema_file_and_nothing_else() -> None:
             "kpi.v1",
             "alert.v1",
             "account-metric.v1",
+            "alert-ack.v1",
+            "mention-handled.v1",
+            "webhook-delivery.v1",
         }
     )
 
@@ -277,6 +348,13 @@ def test_invalid_json_is_refused() -> None:
             },
             ("sentiment", "label"),
         ),
+        (AlertAck, {"brand": "acme"}, ("alert_id",)),
+        (AlertAck, {"alert_id": "a", "brand": "acme", "by": "x" * 129}, ("by",)),
+        (MentionHandled, {"mention_id": "m", "brand": "acme", "note": 5}, ("note",)),
+        (MentionHandled, {"schema": "alert-ack/1", "mention_id": "m", "brand": "acme"}, ("schema",)),
+        (WebhookDelivery, {**DELIVERY, "status": "lost"}, ("status",)),
+        (WebhookDelivery, {**DELIVERY, "format": "xml"}, ("format",)),
+        (WebhookDelivery, {**DELIVERY, "attempts": -1}, ("attempts",)),
     ],
 )
 def test_other_models_name_the_field(model: type[BaseModel], document: dict[str, Any], loc: tuple[str, ...]) -> None:
@@ -367,6 +445,42 @@ def test_design_config_loads(tmp_path: Path) -> None:
     assert config.alerts.keywords.terms[-1] == "data breach"
     assert [s.type for s in config.sources] == ["rss", "mastodon"]
     assert config.api_keys[1].brands == ["acme"]
+    assert config.webhooks == [
+        WebhookConfig(url="https://hooks.example/x", format="slack", secret="s", brands=["acme"])
+    ]
+
+
+def test_webhook_defaults_and_helpers(tmp_path: Path) -> None:
+    hook = load_config(write(tmp_path, "webhooks:\n  - {url: 'https://hooks.example/T0/B1/secret'}\n")).webhooks[0]
+    assert (hook.format, hook.secret, hook.brands) == ("json", None, ["*"])
+    assert hook.matches("acme") and hook.matches("anything")
+    assert hook.target == "https://hooks.example/…"  # the path may be a secret (Slack's are): never shown
+    # The id names the webhook in delivery records: stable across restarts, different per URL and format.
+    assert hook.id == WebhookConfig(url=hook.url).id and hook.id.startswith("wh-") and len(hook.id) == 15
+    assert hook.id != WebhookConfig(url=hook.url, format="slack").id
+    assert hook.id != WebhookConfig(url="https://hooks.example/other").id
+    scoped = WebhookConfig(url="http://hooks.example:8080/x", brands=["acme"])
+    assert scoped.matches("acme") and not scoped.matches("globex")
+    assert scoped.target == "http://hooks.example:8080/…"
+
+
+@pytest.mark.parametrize(
+    ("entry", "where", "problem"),
+    [
+        ("{url: 'ftp://hooks.example/'}", "webhooks.0.url", "only http and https"),
+        ("{url: 'https:///path'}", "webhooks.0.url", "no host"),
+        ("{url: 'https://user:pw@hooks.example/'}", "webhooks.0.url", "credentials"),
+        ("{url: 42}", "webhooks.0.url", "string"),
+        ("{url: 'https://hooks.example/', format: xml}", "webhooks.0.format", "'json' or 'slack'"),
+        ("{url: 'https://hooks.example/', brands: []}", "webhooks.0.brands", "at least 1"),
+        ("{url: 'https://hooks.example/', secrte: s}", "webhooks.0.secrte", "not permitted"),
+        ("{format: slack}", "webhooks.0.url", "required"),
+    ],
+)
+def test_bad_webhook_names_the_setting(tmp_path: Path, entry: str, where: str, problem: str) -> None:
+    message = config_error(tmp_path, f"webhooks:\n  - {entry}\n")
+    assert where in message
+    assert problem in message
 
 
 def test_empty_config_file_means_defaults(tmp_path: Path) -> None:
@@ -452,3 +566,48 @@ def test_parse_duration(value: Any, seconds: float) -> None:
 def test_parse_duration_refuses(value: Any) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(value)
+
+
+# --- topics ----------------------------------------------------------------------------------------
+
+
+def test_topic_names_follow_the_prefix() -> None:
+    topics = Topics("t-")
+    assert topics.all() == [
+        "t-mentions.raw",
+        "t-mentions.scored",
+        "t-kpi.partials",
+        "t-kpi.snapshots",
+        "t-alerts",
+        "t-metrics.accounts",
+        "t-mentions.dlq",
+        "t-ingest.checkpoints",
+        "t-alerts.actions",
+        "t-webhooks.deliveries",
+    ]
+    assert (Topics().alerts_actions, Topics().webhooks_deliveries) == ("alerts.actions", "webhooks.deliveries")
+
+
+@pytest.mark.parametrize("prefix", ["", "test-1234-"])
+def test_topic_configs(prefix: str) -> None:
+    topics = Topics(prefix)
+    assert topics.compacted == {
+        topics.kpi_snapshots,
+        topics.ingest_checkpoints,
+        topics.metrics_accounts,
+        topics.alerts_actions,
+        topics.webhooks_deliveries,
+    }
+    for name in topics.compacted - {topics.metrics_accounts}:
+        assert topics.configs(name) == {"cleanup.policy": "compact"}
+    # Compacted, but 8 days of readings are never compacted away: the love KPI compares with 1 and 7 days ago.
+    assert topics.configs(topics.metrics_accounts) == {
+        "cleanup.policy": "compact",
+        "min.compaction.lag.ms": str(8 * 24 * 3600 * 1000),
+    }
+    for name in (topics.mentions_raw, topics.mentions_scored, topics.kpi_partials, topics.alerts, topics.mentions_dlq):
+        assert topics.configs(name) == {}
+    # A name outside this prefix is none of ours; and a caller changing the returned dict changes nothing.
+    assert Topics("other-").configs(topics.kpi_snapshots) == {}
+    topics.configs(topics.kpi_snapshots).clear()
+    assert topics.configs(topics.kpi_snapshots) == {"cleanup.policy": "compact"}

@@ -1,0 +1,942 @@
+/* Écoute live page: brand tiles, charts, topic mix, top authors, the inbox and the live alert feed.
+ *
+ * Plain JavaScript, no build step and nothing fetched from elsewhere: every number comes from this API
+ * (`/v1/...`, Bearer key), alerts arrive over Server-Sent Events (`/v1/alerts/stream?key=`, since
+ * EventSource cannot send headers). Data is only ever put in the page as text (textContent, attributes),
+ * never as HTML. Lists are updated in place, so a focused button keeps its focus across refreshes.
+ */
+"use strict";
+
+(() => {
+  const KEY_STORE = "ecoute.apiKey";
+  const BRAND_STORE = "ecoute.brand";
+  const RANGE_STORE = "ecoute.range";
+  const REFRESH_MS = 5000;
+  const MAX_ALERTS = 200;
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  const KINDS = {
+    volume_spike: "Volume spike",
+    volume_drop: "Volume drop",
+    negative_surge: "Negative surge",
+    sentiment_drop: "Sentiment drop",
+    influencer: "Influencer mention",
+    keyword: "Crisis keyword",
+  };
+  const REASONS = { negative: "negative", question: "question" };
+
+  const state = {
+    key: null,
+    brands: [],
+    brand: null,
+    range: "1h",
+    alerts: new Map(), // alert id -> {alert, node}
+    stream: null,
+    streamRetryMs: 1000,
+    streamTimer: null,
+    refreshTimer: null,
+    refreshing: false,
+    running: false,
+    series: null, // the last time series, redrawn when the charts change size
+    rendered: new Map(), // section -> JSON of what it shows, to skip redrawing unchanged sections
+  };
+
+  class AuthError extends Error {}
+  class ApiError extends Error {
+    constructor(message, status, retryAfter) {
+      super(message);
+      this.status = status;
+      this.retryAfter = retryAfter;
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------ helpers
+
+  const $ = (selector) => document.querySelector(selector);
+
+  /** Builds an element: h("a", {href, class, text}, ...children). Children are nodes or text. */
+  function h(tag, attrs, ...children) {
+    const svg = tag.startsWith("svg:");
+    const el = svg ? document.createElementNS(SVG_NS, tag.slice(4)) : document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "text") el.textContent = value;
+      else if (name === "dataset") Object.assign(el.dataset, value);
+      else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+      else el.setAttribute(name, value === true ? "" : String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : String(child));
+    }
+    return el;
+  }
+
+  function changed(section, data) {
+    const json = JSON.stringify(data);
+    if (state.rendered.get(section) === json) return false;
+    state.rendered.set(section, json);
+    return true;
+  }
+
+  const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+  const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+  const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 0 });
+  const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+  const clockSeconds = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const dayClock = new Intl.DateTimeFormat(undefined, { weekday: "short", hour: "2-digit", minute: "2-digit" });
+
+  const num = (n) => (Math.abs(n) >= 10000 ? compact.format(n) : integer.format(n));
+  const tone = (x) => (x === null || x === undefined ? "—" : (x > 0 ? "+" : x < 0 ? "−" : "") + Math.abs(x).toFixed(2));
+  const toneClass = (x) => (x === null || x === undefined ? "" : x >= 0.05 ? "pos" : x <= -0.05 ? "neg" : "neu");
+
+  function ago(iso) {
+    const seconds = (Date.now() - new Date(iso).getTime()) / 1000;
+    if (!Number.isFinite(seconds)) return "";
+    if (seconds < 45) return "just now";
+    if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+    if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+    return `${Math.round(seconds / 86400)} d ago`;
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    if (seconds < 90) return `${Math.round(seconds)} s`;
+    if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+    if (seconds < 172800) return `${(seconds / 3600).toFixed(1)} h`;
+    return `${Math.round(seconds / 86400)} d`;
+  }
+
+  function timeEl(iso, withSeconds) {
+    const date = new Date(iso);
+    return h("time", {
+      datetime: iso,
+      title: date.toLocaleString(),
+      text: (withSeconds ? clockSeconds : clock).format(date),
+    });
+  }
+
+  /** Only http(s) links are made clickable. */
+  function safeUrl(url) {
+    try {
+      const parsed = new URL(url);
+      return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function link(url, text, extra) {
+    const href = safeUrl(url);
+    if (!href) return h("span", { text });
+    return h("a", { href, target: "_blank", rel: "noopener noreferrer", ...extra, text });
+  }
+
+  /** Puts `nodes` in `parent` in this order, moving only what is out of place (focus survives). */
+  function placeChildren(parent, nodes) {
+    nodes.forEach((node, index) => {
+      if (parent.children[index] !== node) parent.insertBefore(node, parent.children[index] || null);
+    });
+    while (parent.children.length > nodes.length) parent.lastElementChild.remove();
+  }
+
+  function setBanner(message) {
+    const banner = $("#banner");
+    banner.hidden = !message;
+    banner.textContent = message || "";
+  }
+
+  // ------------------------------------------------------------------------------------------ API
+
+  async function errorDetail(response) {
+    try {
+      const body = await response.json();
+      if (typeof body.detail === "string") return body.detail;
+      if (Array.isArray(body.detail)) return body.detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+    } catch {
+      /* not JSON */
+    }
+    return `HTTP ${response.status}`;
+  }
+
+  async function api(path, options = {}) {
+    const headers = { Accept: "application/json" };
+    if (options.body !== undefined) headers["Content-Type"] = "application/json";
+    if (state.key) headers.Authorization = `Bearer ${state.key}`;
+    const response = await fetch(path, { ...options, headers, cache: "no-store" });
+    if (response.status === 401) throw new AuthError(await errorDetail(response));
+    if (!response.ok) {
+      throw new ApiError(await errorDetail(response), response.status, response.headers.get("Retry-After"));
+    }
+    return response.json();
+  }
+
+  const brandPath = (brand) => `/v1/brands/${encodeURIComponent(brand)}`;
+
+  // ------------------------------------------------------------------------------------------ the key
+
+  function keyFromFragment() {
+    const match = /^#(?:.*&)?key=([^&]*)/.exec(location.hash);
+    if (!match) return null;
+    // Out of the address bar (and of the history) once read.
+    history.replaceState(null, "", location.pathname + location.search);
+    try {
+      return decodeURIComponent(match[1]);
+    } catch {
+      return match[1];
+    }
+  }
+
+  function storeKey(key) {
+    state.key = key;
+    try {
+      if (key) localStorage.setItem(KEY_STORE, key);
+      else localStorage.removeItem(KEY_STORE);
+    } catch {
+      /* private mode: the key lives as long as the page */
+    }
+  }
+
+  /** A value kept in local storage (null when storage is unavailable, as in some private modes). */
+  function remembered(name) {
+    try {
+      return localStorage.getItem(name);
+    } catch {
+      return null;
+    }
+  }
+
+  function remember(name, value) {
+    try {
+      localStorage.setItem(name, value);
+    } catch {
+      /* the page still works; the choice is only not kept */
+    }
+  }
+
+  function askForKey(message) {
+    stop();
+    const dialog = $("#key-dialog");
+    $("#key-error").textContent = message || "";
+    $("#key-input").value = "";
+    document.body.dataset.auth = "needed";
+    if (!dialog.open) dialog.showModal();
+    $("#key-input").focus();
+  }
+
+  function setupKeyDialog() {
+    const dialog = $("#key-dialog");
+    $("#key-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const key = $("#key-input").value.trim();
+      if (!key) {
+        $("#key-error").textContent = "Enter an API key.";
+        return;
+      }
+      storeKey(key);
+      dialog.close();
+      start();
+    });
+    $("#key-forget").addEventListener("click", () => {
+      storeKey(null);
+      $("#key-error").textContent = "The key is forgotten in this browser.";
+      $("#key-input").focus();
+    });
+    // Escape closes the dialog only when there is a key to go on with.
+    dialog.addEventListener("cancel", (event) => {
+      if (!state.key) event.preventDefault();
+    });
+    dialog.addEventListener("close", () => {
+      if (state.key && !state.running) start();
+    });
+    $("#change-key").addEventListener("click", () => askForKey(""));
+  }
+
+  // ------------------------------------------------------------------------------------------ refresh loop
+
+  async function start() {
+    stop();
+    state.running = true;
+    document.body.dataset.auth = "ok";
+    try {
+      await refresh(true);
+      await loadAlerts();
+    } catch (error) {
+      if (error instanceof AuthError) {
+        askForKey(state.key ? `This key was refused: ${error.message}` : "");
+        return;
+      }
+      setBanner(`Cannot reach the API: ${error.message}. Retrying…`);
+    }
+    connectStream();
+    schedule();
+  }
+
+  function stop() {
+    state.running = false;
+    clearTimeout(state.refreshTimer);
+    clearTimeout(state.streamTimer);
+    if (state.stream) state.stream.close();
+    state.stream = null;
+    setStreamState("offline", "Not connected");
+  }
+
+  function schedule(delay = REFRESH_MS) {
+    clearTimeout(state.refreshTimer);
+    if (state.running) state.refreshTimer = setTimeout(tick, delay);
+  }
+
+  async function tick() {
+    let delay = REFRESH_MS;
+    if (!document.hidden) {
+      try {
+        await refresh(false);
+      } catch (error) {
+        if (error instanceof AuthError) {
+          askForKey(`This key was refused: ${error.message}`);
+          return;
+        }
+        if (error instanceof ApiError && error.status === 429) delay = 1000 * Math.max(1, Number(error.retryAfter) || 5);
+        setBanner(`Could not refresh: ${error.message}. Retrying…`);
+      }
+    }
+    schedule(delay);
+  }
+
+  async function refresh(first) {
+    if (state.refreshing && !first) return;
+    state.refreshing = true;
+    try {
+      const [brands, voice] = await Promise.all([
+        api("/v1/brands"),
+        api("/v1/share-of-voice?window=1h").catch((error) => {
+          if (error instanceof AuthError) throw error;
+          return null; // share of voice is a bonus: the tiles show without it
+        }),
+      ]);
+      state.brands = brands;
+      if (!brands.some((b) => b.brand === state.brand)) {
+        const saved = remembered(BRAND_STORE);
+        const pick = brands.find((b) => b.brand === saved) || brands.find((b) => b.configured) || brands[0];
+        state.brand = pick ? pick.brand : null;
+      }
+      renderTiles(brands, voice);
+      await refreshDetail();
+      setBanner(null);
+      $("#updated").textContent = `Updated ${clockSeconds.format(new Date())}`;
+      document.body.dataset.ready = "true";
+    } finally {
+      state.refreshing = false;
+    }
+  }
+
+  async function refreshDetail() {
+    const brand = state.brand;
+    const range = state.range;
+    $("#detail-title").textContent = brand || "No brand yet";
+    if (!brand) {
+      renderCharts(null);
+      renderTopics(null);
+      renderAuthors(null);
+      renderInbox(null);
+      return;
+    }
+    const path = brandPath(brand);
+    const [series, kpis, authors, inbox] = await Promise.all([
+      api(`${path}/timeseries?bucket=${range === "1h" ? "1m" : "1h"}`),
+      api(`${path}/kpis?window=${range}`),
+      api(`${path}/authors?window=${range}&limit=8`),
+      api(`${path}/inbox?limit=20`),
+    ]);
+    if (brand !== state.brand || range !== state.range) return; // the user moved on meanwhile
+    state.series = series;
+    renderCharts(series);
+    renderTopics(kpis);
+    renderAuthors(authors);
+    renderInbox(inbox);
+  }
+
+  function selectBrand(brand) {
+    if (brand === state.brand) return;
+    state.brand = brand;
+    remember(BRAND_STORE, brand);
+    for (const tile of document.querySelectorAll(".tile")) {
+      tile.setAttribute("aria-pressed", String(tile.dataset.brand === brand));
+    }
+    refreshSoon();
+  }
+
+  function selectRange(range) {
+    state.range = range;
+    remember(RANGE_STORE, range);
+    for (const button of document.querySelectorAll(".seg")) {
+      button.setAttribute("aria-pressed", String(button.dataset.range === range));
+    }
+    $("#volume-caption").lastElementChild.textContent = range === "1h" ? "mentions per minute" : "mentions per hour";
+    refreshSoon();
+  }
+
+  function refreshSoon() {
+    if (!state.running) return;
+    refreshDetail().catch((error) => {
+      if (error instanceof AuthError) askForKey(`This key was refused: ${error.message}`);
+      else setBanner(`Could not load ${state.brand}: ${error.message}`);
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------ tiles
+
+  function voiceOf(voice, brand) {
+    if (!voice) return null;
+    const own = voice.groups.find((g) => g.brand === brand) || voice.groups.find((g) => g.members.some((m) => m.brand === brand));
+    if (!own || own.members.length < 2) return null;
+    const member = own.members.find((m) => m.brand === brand);
+    return member ? { share: member.share, rivals: own.members.filter((m) => m.brand !== brand).map((m) => m.brand) } : null;
+  }
+
+  function renderTiles(brands, voice) {
+    const container = $("#tiles");
+    if (!brands.length) {
+      if (changed("tiles", [])) container.replaceChildren(h("p", { class: "empty", text: "No brand yet: configure brands or send mentions." }));
+      return;
+    }
+    container.querySelector(".empty")?.remove();
+    const nodes = brands.map((summary) => {
+      let tile = container.querySelector(`.tile[data-brand="${CSS.escape(summary.brand)}"]`);
+      if (!tile) {
+        tile = h("button", { type: "button", class: "tile", dataset: { brand: summary.brand }, onclick: () => selectBrand(summary.brand) });
+      }
+      tile.setAttribute("aria-pressed", String(summary.brand === state.brand));
+      fillTile(tile, summary, voiceOf(voice, summary.brand));
+      return tile;
+    });
+    placeChildren(container, nodes);
+  }
+
+  function fillTile(tile, summary, voice) {
+    const k = summary.kpis;
+    const scored = k.positive + k.neutral + k.negative;
+    const share = (n) => (scored ? n / scored : 0);
+    const splitLabel = scored
+      ? `${percent.format(share(k.positive))} positive, ${percent.format(share(k.neutral))} neutral, ${percent.format(share(k.negative))} negative`
+      : "no scored mention";
+    const data = { k, voice };
+    if (!changed(`tile:${summary.brand}`, data)) return;
+    tile.dataset.mentions = String(k.mentions);
+    tile.replaceChildren(
+      h("span", { class: "tile-name" }, summary.brand, summary.configured ? null : h("span", { class: "tag", text: "seen" })),
+      h("span", { class: "tile-volume" }, h("strong", { class: "tile-mentions", text: num(k.mentions) }), " mentions"),
+      h(
+        "span",
+        { class: "split", role: "img", "aria-label": `Sentiment: ${splitLabel}` },
+        h("span", { class: "pos", style: `width:${share(k.positive) * 100}%` }),
+        h("span", { class: "neu", style: `width:${share(k.neutral) * 100}%` }),
+        h("span", { class: "neg", style: `width:${share(k.negative) * 100}%` }),
+      ),
+      h(
+        "span",
+        { class: "split-legend", "aria-hidden": "true" },
+        h("span", { class: "pos", text: `${percent.format(share(k.positive))} pos` }),
+        h("span", { class: "neu", text: `${percent.format(share(k.neutral))} neu` }),
+        h("span", { class: "neg", text: `${percent.format(share(k.negative))} neg` }),
+      ),
+      h(
+        "span",
+        { class: "tile-stats" },
+        h("span", null, h("span", { class: "stat-label", text: "Avg tone" }), h("b", { class: `tone ${toneClass(k.sentiment_avg)}`, text: tone(k.sentiment_avg) })),
+        h(
+          "span",
+          { title: voice ? `Share of the mentions of ${[summary.brand, ...voice.rivals].join(", ")}` : "no competitor configured" },
+          h("span", { class: "stat-label", text: "Share of voice" }),
+          h("b", { class: "tile-voice", text: voice && voice.share !== null ? percent.format(voice.share) : "—" }),
+        ),
+        h("span", null, h("span", { class: "stat-label", text: "Authors" }), h("b", { text: num(k.unique_authors) })),
+      ),
+    );
+  }
+
+  // ------------------------------------------------------------------------------------------ charts
+
+  function niceMax(value) {
+    if (value <= 4) return 4;
+    const power = 10 ** Math.floor(Math.log10(value));
+    for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= value) return step * power;
+    return 10 * power;
+  }
+
+  function bucketLabel(iso, hourly) {
+    return (hourly ? dayClock : clock).format(new Date(iso));
+  }
+
+  /** Stacked bars (one per bucket) with an optional line on a −1…+1 scale, drawn to the container's width. */
+  function drawChart(container, points, options) {
+    const width = Math.max(260, container.clientWidth || 600);
+    const height = 180;
+    const pad = { left: 40, right: options.line ? 34 : 10, top: 10, bottom: 24 };
+    const plotW = width - pad.left - pad.right;
+    const plotH = height - pad.top - pad.bottom;
+    const totals = points.map((p) => options.series.reduce((sum, s) => sum + (p[s.key] || 0), 0));
+    const top = niceMax(Math.max(0, ...totals));
+    const y = (v) => pad.top + plotH - (v / top) * plotH;
+    const svg = h("svg:svg", {
+      width,
+      height,
+      viewBox: `0 0 ${width} ${height}`,
+      role: "img",
+      "aria-label": options.summary,
+      class: "chart-svg",
+    });
+    for (const tick of [0, top / 2, top]) {
+      svg.append(
+        h("svg:line", { x1: pad.left, x2: width - pad.right, y1: y(tick), y2: y(tick), class: "grid" }),
+        h("svg:text", { x: pad.left - 6, y: y(tick) + 4, class: "axis", "text-anchor": "end", text: num(tick) }),
+      );
+    }
+    const n = Math.max(points.length, 1);
+    const step = plotW / n;
+    const gap = step > 5 ? Math.min(2, step * 0.2) : 0;
+    points.forEach((point, i) => {
+      const group = h("svg:g", { class: "bar" });
+      let base = 0;
+      const parts = [];
+      for (const s of options.series) {
+        const value = point[s.key] || 0;
+        if (value > 0) {
+          group.append(
+            h("svg:rect", {
+              x: pad.left + i * step + gap / 2,
+              y: y(base + value),
+              width: Math.max(step - gap, 0.5),
+              height: Math.max(y(base) - y(base + value), 0.5),
+              class: s.cls,
+            }),
+          );
+          parts.push(`${num(value)} ${s.label}`);
+        }
+        base += value;
+      }
+      const extra = options.line && point[options.line.key] !== null && point[options.line.key] !== undefined
+        ? `, ${options.line.label} ${tone(point[options.line.key])}` : "";
+      group.prepend(h("svg:title", { text: `${bucketLabel(point.start, options.hourly)}: ${parts.join(", ") || "none"}${extra}` }));
+      // An invisible full-height target, so the tooltip shows on empty buckets too.
+      group.prepend(h("svg:rect", { x: pad.left + i * step, y: pad.top, width: step, height: plotH, class: "hit" }));
+      svg.append(group);
+    });
+    if (options.line) {
+      const ly = (v) => pad.top + plotH / 2 - (v * plotH) / 2;
+      svg.append(h("svg:line", { x1: pad.left, x2: width - pad.right, y1: ly(0), y2: ly(0), class: "zero" }));
+      for (const [v, label] of [[1, "+1"], [0, "0"], [-1, "−1"]]) {
+        svg.append(h("svg:text", { x: width - pad.right + 6, y: ly(v) + 4, class: "axis", text: label }));
+      }
+      let d = "";
+      let pen = false;
+      points.forEach((point, i) => {
+        const v = point[options.line.key];
+        if (v === null || v === undefined) {
+          pen = false;
+          return;
+        }
+        d += `${pen ? "L" : "M"}${(pad.left + (i + 0.5) * step).toFixed(1)},${ly(v).toFixed(1)}`;
+        pen = true;
+      });
+      if (d) svg.append(h("svg:path", { d, class: "avg-line" }));
+      // A value with no neighbour draws no line: show it as a dot.
+      points.forEach((point, i) => {
+        const v = point[options.line.key];
+        const has = (j) => j >= 0 && j < points.length && points[j][options.line.key] !== null && points[j][options.line.key] !== undefined;
+        if (has(i) && !has(i - 1) && !has(i + 1)) {
+          svg.append(h("svg:circle", { cx: pad.left + (i + 0.5) * step, cy: ly(v), r: 2.5, class: "avg-dot" }));
+        }
+      });
+    }
+    // Alerts of the brand, where they fired.
+    const since = options.since ? new Date(options.since).getTime() : NaN;
+    const until = options.until ? new Date(options.until).getTime() : NaN;
+    for (const marker of options.markers || []) {
+      const at = new Date(marker.at).getTime();
+      if (!(at >= since && at < until)) continue;
+      const x = pad.left + ((at - since) / (until - since)) * plotW;
+      svg.append(
+        h(
+          "svg:g",
+          { class: `marker sev-${marker.severity}` },
+          h("svg:title", { text: marker.label }),
+          h("svg:line", { x1: x, x2: x, y1: pad.top + 6, y2: pad.top + plotH }),
+          h("svg:path", { d: `M${x - 5},${pad.top - 2} L${x + 5},${pad.top - 2} L${x},${pad.top + 6} Z` }),
+        ),
+      );
+    }
+    const labels = Math.min(points.length, Math.max(2, Math.floor(plotW / 90)));
+    for (let j = 0; j < labels && points.length; j++) {
+      const i = Math.round((j * (points.length - 1)) / Math.max(labels - 1, 1));
+      const anchor = j === 0 ? "start" : j === labels - 1 ? "end" : "middle";
+      const x = anchor === "start" ? pad.left + i * step : anchor === "end" ? pad.left + (i + 1) * step : pad.left + (i + 0.5) * step;
+      svg.append(h("svg:text", { x, y: height - 6, class: "axis", "text-anchor": anchor, text: bucketLabel(points[i].start, options.hourly) }));
+    }
+    if (!totals.some((t) => t > 0)) {
+      svg.append(h("svg:text", { x: pad.left + plotW / 2, y: pad.top + plotH / 2, class: "no-data", "text-anchor": "middle", text: "No mentions in this range" }));
+    }
+    container.replaceChildren(svg);
+  }
+
+  function renderCharts(series) {
+    const volume = $("#volume-chart");
+    const sentiment = $("#sentiment-chart");
+    if (!series) {
+      volume.replaceChildren();
+      sentiment.replaceChildren();
+      return;
+    }
+    const points = series.points;
+    const hourly = series.bucket === "1h";
+    const total = points.reduce((sum, p) => sum + p.mentions, 0);
+    const peak = points.reduce((best, p) => (p.mentions > (best ? best.mentions : -1) ? p : best), null);
+    const span = hourly ? "24 hours" : "hour";
+    const markers = [...state.alerts.values()]
+      .filter((e) => e.alert.brand === series.brand)
+      .map((e) => ({
+        at: e.alert.created_at,
+        severity: e.alert.severity,
+        label: `${KINDS[e.alert.kind] || e.alert.kind} at ${clock.format(new Date(e.alert.created_at))}: ${e.alert.message}`,
+      }));
+    drawChart(volume, points, {
+      hourly,
+      since: series.since,
+      until: series.until,
+      markers,
+      series: [{ key: "mentions", label: "mentions", cls: "vol" }],
+      summary: `Volume over the last ${span}: ${num(total)} mentions${peak && peak.mentions ? `, peak ${num(peak.mentions)} at ${bucketLabel(peak.start, hourly)}` : ""}.`,
+    });
+    const sums = ["positive", "neutral", "negative"].map((k) => points.reduce((sum, p) => sum + p[k], 0));
+    drawChart(sentiment, points, {
+      hourly,
+      series: [
+        { key: "positive", label: "positive", cls: "pos" },
+        { key: "neutral", label: "neutral", cls: "neu" },
+        { key: "negative", label: "negative", cls: "neg" },
+      ],
+      line: { key: "sentiment_avg", label: "average tone" },
+      summary: `Sentiment over the last ${span}: ${num(sums[0])} positive, ${num(sums[1])} neutral, ${num(sums[2])} negative.`,
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------ topics, authors
+
+  function renderTopics(kpis) {
+    const list = $("#topics");
+    if (!changed("topics", kpis && [kpis.brand, kpis.mentions, kpis.topics])) return;
+    const entries = kpis ? Object.entries(kpis.topics).sort((a, b) => b[1] - a[1]).slice(0, 8) : [];
+    if (!entries.length) {
+      list.replaceChildren(h("li", { class: "empty", text: "No topic detected in this range." }));
+      return;
+    }
+    const most = entries[0][1];
+    list.replaceChildren(
+      ...entries.map(([topic, count]) =>
+        h(
+          "li",
+          { class: "hbar" },
+          h("span", { class: "hbar-label", text: topic.replaceAll("_", " ") }),
+          h("span", { class: "hbar-track", "aria-hidden": "true" }, h("span", { class: "hbar-fill", style: `width:${(count / most) * 100}%` })),
+          h("span", { class: "hbar-value", text: `${num(count)} · ${percent.format(kpis.mentions ? count / kpis.mentions : 0)}` }),
+        ),
+      ),
+    );
+  }
+
+  function renderAuthors(top) {
+    const body = $("#authors");
+    if (!changed("authors", top && top.authors)) return;
+    if (!top || !top.authors.length) {
+      body.replaceChildren(h("tr", null, h("td", { colspan: 5, class: "empty", text: "No author in this range." })));
+      return;
+    }
+    body.replaceChildren(
+      ...top.authors.map((a) => {
+        const name = a.handle ? `@${a.handle.replace(/^@/, "")}` : a.name || a.key;
+        const pos = a.positive_share || 0;
+        const neg = a.negative_share || 0;
+        return h(
+          "tr",
+          null,
+          h("th", { scope: "row" }, link(a.url, name), a.followers ? h("span", { class: "muted small", text: ` ${num(a.followers)} followers` }) : null),
+          h("td", { class: "num", text: num(a.mentions) }),
+          h("td", { class: "num", text: num(a.reach) }),
+          h("td", { class: "num", text: num(a.engagement) }),
+          h(
+            "td",
+            null,
+            h(
+              "span",
+              { class: "split small-split", role: "img", "aria-label": `${percent.format(pos)} positive, ${percent.format(neg)} negative` },
+              h("span", { class: "pos", style: `width:${pos * 100}%` }),
+              h("span", { class: "neu", style: `width:${Math.max(0, 1 - pos - neg) * 100}%` }),
+              h("span", { class: "neg", style: `width:${neg * 100}%` }),
+            ),
+          ),
+        );
+      }),
+    );
+  }
+
+  // ------------------------------------------------------------------------------------------ inbox
+
+  function renderInbox(inbox) {
+    const list = $("#inbox");
+    $("#inbox-count").textContent = inbox ? String(inbox.pending) : "";
+    const rt = inbox && inbox.response_time;
+    $("#response-time").textContent = rt && rt.count
+      ? `Response time (24 h): median ${duration(rt.median_seconds)}, p90 ${duration(rt.p90_seconds)} over ${num(rt.count)} handled`
+      : "Nothing handled in the last 24 h";
+    const items = inbox ? inbox.items : [];
+    if (!items.length) {
+      placeChildren(list, [list.querySelector(".empty") || h("li", { class: "empty", text: "Inbox zero: nothing waits for an answer." })]);
+      return;
+    }
+    const existing = new Map([...list.querySelectorAll(".mention")].map((node) => [node.dataset.key, node]));
+    const nodes = items.map((m) => {
+      const key = `${m.brand}\u0000${m.id}`;
+      const node = existing.get(key) || inboxItem(m, key);
+      node.querySelector(".mention-when").textContent = ago(m.published_at);
+      return node;
+    });
+    placeChildren(list, nodes);
+  }
+
+  function inboxItem(m, key) {
+    const author = m.author || {};
+    const who = author.handle ? `@${author.handle.replace(/^@/, "")}` : author.name || author.id || "someone";
+    const label = m.sentiment ? m.sentiment.label : "unscored";
+    const button = h("button", { type: "button", class: "button small", text: "Mark handled", "aria-label": `Mark the mention by ${who} handled` });
+    const status = h("span", { class: "action-status", role: "status" });
+    const node = h(
+      "li",
+      { class: "mention", dataset: { key, mentionId: m.id } },
+      h(
+        "div",
+        { class: "mention-head" },
+        link(author.url, who, { class: "mention-author" }),
+        m.reach ? h("span", { class: "muted", text: `${num(m.reach)} followers` }) : null,
+        h("span", { class: "muted" }, m.site || m.source),
+        h("span", { class: "muted mention-when", title: new Date(m.published_at).toLocaleString() }),
+        h("span", { class: "chips" }, ...(m.reasons || []).map((r) => h("span", { class: `chip ${r === "negative" ? "neg" : "info"}`, text: REASONS[r] || r })), h("span", { class: `chip ${toneClass(m.sentiment && m.sentiment.compound)}`, text: `tone ${tone(m.sentiment ? m.sentiment.compound : null)}`, title: label })),
+      ),
+      m.title ? h("p", { class: "mention-title", text: m.title }) : null,
+      h("p", { class: "mention-text", text: m.text }),
+      h("div", { class: "mention-actions" }, safeUrl(m.url) ? link(m.url, "Open the post", { class: "button small ghost" }) : null, button, status),
+    );
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      status.textContent = "Saving…";
+      try {
+        await api(`/v1/mentions/${encodeURIComponent(m.id)}/handled`, { method: "POST", body: JSON.stringify({ brand: m.brand }) });
+        status.textContent = "Handled";
+        node.classList.add("done");
+        const count = $("#inbox-count");
+        count.textContent = String(Math.max(0, (Number(count.textContent) || 1) - 1));
+        setTimeout(() => node.remove(), 600);
+      } catch (error) {
+        if (error instanceof AuthError) return askForKey(`This key was refused: ${error.message}`);
+        status.textContent = `Not saved: ${error.message}`;
+        button.disabled = false;
+      }
+    });
+    return node;
+  }
+
+  // ------------------------------------------------------------------------------------------ alerts
+
+  async function loadAlerts() {
+    const alerts = await api("/v1/alerts?limit=100");
+    for (const alert of alerts.slice().reverse()) addAlert(alert, false);
+  }
+
+  function connectStream() {
+    clearTimeout(state.streamTimer);
+    if (!state.running) return;
+    if (state.stream) state.stream.close();
+    const url = state.key ? `/v1/alerts/stream?key=${encodeURIComponent(state.key)}` : "/v1/alerts/stream";
+    const stream = new EventSource(url);
+    state.stream = stream;
+    setStreamState("connecting", "Connecting…");
+    stream.addEventListener("open", () => {
+      state.streamRetryMs = 1000;
+      setStreamState("live", "Live");
+    });
+    stream.addEventListener("alert", (event) => {
+      try {
+        addAlert(JSON.parse(event.data), true);
+      } catch (error) {
+        console.warn("unreadable alert event", error);
+      }
+    });
+    stream.addEventListener("error", () => {
+      if (stream !== state.stream) return;
+      if (stream.readyState === EventSource.CONNECTING) {
+        // The browser reconnects by itself and resumes with Last-Event-ID.
+        setStreamState("reconnecting", "Reconnecting…");
+        return;
+      }
+      // Closed for good (the server refused it, e.g. 401): find out why, then try again later.
+      setStreamState("offline", "Offline");
+      stream.close();
+      state.stream = null;
+      api("/v1/alerts?limit=100")
+        .then((alerts) => {
+          for (const alert of alerts.slice().reverse()) addAlert(alert, true);
+          state.streamTimer = setTimeout(connectStream, state.streamRetryMs);
+          state.streamRetryMs = Math.min(state.streamRetryMs * 2, 30000);
+        })
+        .catch((error) => {
+          if (error instanceof AuthError) askForKey(`This key was refused: ${error.message}`);
+          else {
+            state.streamTimer = setTimeout(connectStream, state.streamRetryMs);
+            state.streamRetryMs = Math.min(state.streamRetryMs * 2, 30000);
+          }
+        });
+    });
+  }
+
+  function setStreamState(name, text) {
+    const pill = $("#stream-status");
+    pill.dataset.state = name;
+    pill.textContent = text;
+  }
+
+  function addAlert(alert, fresh) {
+    const known = state.alerts.get(alert.id);
+    if (known) {
+      if (alert.acked && !known.alert.acked) showAck(known, alert);
+      return;
+    }
+    const entry = { alert, node: alertItem(alert) };
+    state.alerts.set(alert.id, entry);
+    const feed = $("#alert-feed");
+    // Newest first, by creation time (a replayed older alert goes to its place).
+    const after = [...feed.children].find((node) => state.alerts.get(node.dataset.alertId).alert.created_at < alert.created_at);
+    feed.insertBefore(entry.node, after || null);
+    if (fresh) {
+      entry.node.classList.add("fresh");
+      setTimeout(() => entry.node.classList.remove("fresh"), 8000);
+    }
+    while (feed.children.length > MAX_ALERTS) {
+      const last = feed.lastElementChild;
+      state.alerts.delete(last.dataset.alertId);
+      last.remove();
+    }
+    if (alert.acked) showAck(entry, alert);
+    updateAlertCount();
+    if (fresh && state.series && state.series.brand === alert.brand) renderCharts(state.series);
+  }
+
+  function alertItem(alert) {
+    const ev = alert.evidence || {};
+    const button = h("button", { type: "button", class: "button small primary ack", text: "Acknowledge", "aria-label": `Acknowledge: ${alert.message}` });
+    const status = h("span", { class: "action-status", role: "status" });
+    const facts = [
+      ["observed", num(alert.observed)],
+      ["baseline", Number(alert.baseline).toFixed(1)],
+      ["threshold", Number(alert.threshold).toFixed(1)],
+    ];
+    const evidence = [
+      ["Terms", ev.terms],
+      ["Topics", (ev.topics || []).map((t) => t.replaceAll("_", " "))],
+      ["Authors", ev.authors],
+    ].filter(([, values]) => values && values.length);
+    const node = h(
+      "li",
+      { class: `alert sev-${alert.severity}`, dataset: { alertId: alert.id, kind: alert.kind, severity: alert.severity, brand: alert.brand, acked: "false" } },
+      h(
+        "div",
+        { class: "alert-head" },
+        h("span", { class: `sev sev-${alert.severity}`, text: alert.severity }),
+        h("span", { class: "alert-kind", text: KINDS[alert.kind] || alert.kind.replaceAll("_", " ") }),
+        h("span", { class: "brand-tag", text: alert.brand }),
+        h("span", { class: "muted alert-time" }, timeEl(alert.created_at, true)),
+      ),
+      h("p", { class: "alert-message", text: alert.message }),
+      h("dl", { class: "facts" }, ...facts.map(([k, v]) => h("div", null, h("dt", { text: k }), h("dd", { text: v })))),
+      evidence.length ? h("dl", { class: "evidence" }, ...evidence.map(([k, v]) => h("div", null, h("dt", { text: k }), h("dd", { text: v.slice(0, 6).join(", ") })))) : null,
+      ev.sample_mentions && ev.sample_mentions.length
+        ? h("ul", { class: "samples", "aria-label": "Sample mentions" }, ...ev.sample_mentions.slice(0, 3).map((u, i) => h("li", null, link(u, shortUrl(u) || `sample ${i + 1}`))))
+        : null,
+      h("div", { class: "alert-actions" }, button, status),
+    );
+    const entry = () => state.alerts.get(alert.id);
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      status.textContent = "Saving…";
+      try {
+        const view = await api(`/v1/alerts/${encodeURIComponent(alert.id)}/ack`, { method: "POST", body: "{}" });
+        showAck(entry(), view);
+      } catch (error) {
+        if (error instanceof AuthError) return askForKey(`This key was refused: ${error.message}`);
+        status.textContent = `Not saved: ${error.message}`;
+        button.disabled = false;
+      }
+    });
+    return node;
+  }
+
+  function shortUrl(url) {
+    try {
+      const parsed = new URL(url);
+      const path = parsed.pathname.length > 28 ? `${parsed.pathname.slice(0, 27)}…` : parsed.pathname;
+      return parsed.host + path;
+    } catch {
+      return null;
+    }
+  }
+
+  function showAck(entry, view) {
+    if (!entry) return;
+    entry.alert = { ...entry.alert, acked: true, acked_at: view.acked_at, acked_by: view.acked_by };
+    const node = entry.node;
+    node.dataset.acked = "true";
+    const button = node.querySelector(".ack");
+    const status = node.querySelector(".alert-actions .action-status");
+    const hadFocus = document.activeElement === button;
+    button.remove();
+    status.replaceChildren("✓ Acknowledged", view.acked_at ? " " : "", view.acked_at ? timeEl(view.acked_at) : "", view.acked_by ? ` by ${view.acked_by}` : "");
+    if (hadFocus) {
+      status.setAttribute("tabindex", "-1");
+      status.focus();
+    }
+    updateAlertCount();
+  }
+
+  function updateAlertCount() {
+    const open = [...state.alerts.values()].filter((e) => !e.alert.acked).length;
+    $("#alerts-count").textContent = open ? `${open} open` : "";
+    $("#alerts-empty").hidden = state.alerts.size > 0;
+    document.title = open ? `(${open}) Écoute — live` : "Écoute — live";
+  }
+
+  // ------------------------------------------------------------------------------------------ start
+
+  function init() {
+    setupKeyDialog();
+    for (const button of document.querySelectorAll(".seg")) button.addEventListener("click", () => selectRange(button.dataset.range));
+    const savedRange = remembered(RANGE_STORE);
+    if (savedRange === "1h" || savedRange === "24h") selectRange(savedRange);
+    if ("ResizeObserver" in window) {
+      let last = 0;
+      new ResizeObserver((entries) => {
+        const width = Math.round(entries[0].contentRect.width);
+        if (width !== last && state.series) renderCharts(state.series);
+        last = width;
+      }).observe($("#volume-chart"));
+    }
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden && state.running) schedule(0);
+    });
+    const fromFragment = keyFromFragment();
+    if (fromFragment) storeKey(fromFragment);
+    else state.key = remembered(KEY_STORE);
+    // Without a key, try anyway: an API with no key configured is open (development).
+    start();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
