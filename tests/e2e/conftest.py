@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 from collections.abc import Iterator
@@ -142,10 +143,11 @@ class Stack:
         return float(match.group(1)) if match else 0.0
 
 
-@pytest.fixture
-def stack(bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[Stack]:
+@contextlib.contextmanager
+def running_stack(bootstrap: str, topic_prefix: str, tmp_path: Path, config_text: str) -> Iterator[Stack]:
+    """Ingest, analyzer and API as processes on the session's Kafka, with `config_text` as their config."""
     config = tmp_path / "ecoute.yaml"
-    config.write_text(CONFIG)
+    config.write_text(config_text)
     ingest_port, api_port, metrics_port = free_port(), free_port(), free_port()
     env = {
         "ECOUTE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -175,3 +177,9 @@ def stack(bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[Stack]:
     finally:
         for process in stack.processes.values():
             process.stop()
+
+
+@pytest.fixture
+def stack(bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(bootstrap, topic_prefix, tmp_path, CONFIG) as running:
+        yield running

@@ -12,9 +12,8 @@ import httpx
 import pytest
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from ecoute.brokers import free_port
 from services.analyzer.alerts import alert_id
-from tests.e2e.conftest import API_HEADERS, API_KEY, Stack
+from tests.e2e.conftest import API_HEADERS, API_KEY, Stack, running_stack
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -42,37 +41,8 @@ alerts:
 @pytest.fixture
 def rules_stack(bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[Stack]:
     """The e2e `stack`, with this module's alert rules in its config."""
-    config = tmp_path / "ecoute.yaml"
-    config.write_text(CONFIG)
-    ingest_port, api_port, metrics_port = free_port(), free_port(), free_port()
-    env = {
-        "ECOUTE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "ECOUTE_CONFIG": str(config),
-        "ECOUTE_TOPIC_PREFIX": topic_prefix,
-        "ECOUTE_PARTITIONS": "3",
-        "ECOUTE_INGEST_PORT": str(ingest_port),
-        "ECOUTE_API_PORT": str(api_port),
-        "ECOUTE_ANALYZER_METRICS_PORT": str(metrics_port),
-        "ECOUTE_ANALYZER_APP_ID": f"{topic_prefix}analyzer",
-        "ECOUTE_ANALYZER_DATA_DIR": str(tmp_path / "analyzer"),
-        "ECOUTE_ANALYZER_SESSION_TIMEOUT": "6",
-        "ECOUTE_LOG_LEVEL": "WARNING",
-    }
-    stack = Stack(
-        env,
-        tmp_path,
-        f"http://127.0.0.1:{ingest_port}",
-        f"http://127.0.0.1:{api_port}",
-        f"http://127.0.0.1:{metrics_port}/metrics",
-    )
-    try:
-        stack.start("ingest").wait_http(f"{stack.ingest_url}/healthz")
-        stack.start("analyzer")
-        stack.start("api").wait_http(f"{stack.api_url}/readyz")
+    with running_stack(bootstrap, topic_prefix, tmp_path, CONFIG) as stack:
         yield stack
-    finally:
-        for process in stack.processes.values():
-            process.stop()
 
 
 def mention(mention_id: str, text: str, published: datetime, followers: int = 120, **author: Any) -> dict[str, Any]:
