@@ -1,7 +1,7 @@
 """Webhooks: every new alert of a matching brand is POSTed, signed, to the URLs of `webhooks:` in the config.
 
-Pure parts first (config, signature, bodies, backoff, delivery states, the address policy), then the adapters:
-`WebhookSender` (httpx on a transport that resolves, checks and connects to the checked address only) and
+Pure parts first (config, signature, bodies, backoff, delivery states), then the adapters: `WebhookSender` (httpx
+on schemas.netguard's transport, which resolves, checks and connects to the checked address only) and
 `WebhookDispatcher`, which reads the alerts topic in a consumer group (so one replica delivers), writes each
 delivery's state to the compacted `<prefix>webhooks.deliveries` topic before committing the alert, and
 retries with exponential backoff and jitter. After a restart (or a rebalance) the state is read back from that
@@ -16,31 +16,29 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import logging
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpcore
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from httpcore import AsyncNetworkBackend, AsyncNetworkStream
-from httpcore._backends.auto import AutoBackend
 from pydantic import ValidationError
 
 from schemas import Alert, ConfigError, DeliveryStatus, WebhookConfig, WebhookDelivery, dump, load, utc_now
 
+# The address policy is schemas.netguard's, the one the feeds' fetcher uses (`X as X`: explicit re-exports).
+from schemas.netguard import AddressForbidden, IPNetwork, PinnedBackend, PinnedTransport, Resolver, system_resolver
+from schemas.netguard import address_refusal as address_refusal
+from schemas.netguard import ip_literal as ip_literal
+from schemas.netguard import parse_networks as parse_networks
+
 logger = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 SIGNATURE_HEADER = "X-Ecoute-Signature"
 
 
@@ -257,165 +255,6 @@ class DeliveryLog:
         return found
 
 
-# ---------------------------------------------------------------------------------------------- address policy
-# The same rule as the feeds' fetcher (services/ingest/connectors/fetch.py): public addresses only, unless inside
-# `fetch.allow_networks`; IPv4 hidden in IPv6 (mapped, 6to4, Teredo, NAT64) is checked too.
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
-_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
-
-
-class ForbiddenAddress(Exception):
-    """The webhook host resolves only to addresses the policy refuses."""
-
-
-def parse_networks(networks: Iterable[str]) -> tuple[IPNetwork, ...]:
-    parsed: list[IPNetwork] = []
-    for text in networks:
-        try:
-            parsed.append(ipaddress.ip_network(text.strip(), strict=False))
-        except ValueError as exc:
-            raise ConfigError(f"fetch.allow_networks: {text!r} is not a network ({exc})") from None
-    return tuple(parsed)
-
-
-def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    if not isinstance(address, ipaddress.IPv6Address):
-        return None
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if address in _NAT64 or address in _NAT64_LOCAL or (address in _IPV4_COMPATIBLE and int(address) > 1):
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def _kind(address: IPAddress) -> str | None:
-    for name, flag in (
-        ("loopback", address.is_loopback),
-        ("link-local", address.is_link_local),
-        ("multicast", address.is_multicast),
-        ("unspecified", address.is_unspecified),
-        ("private", address.is_private),
-        ("reserved", address.is_reserved),
-        ("non-public", not address.is_global),
-    ):
-        if flag:
-            return name
-    return None
-
-
-def address_refusal(address: IPAddress, allow: Iterable[IPNetwork]) -> str | None:
-    """Why a webhook may not be sent to `address` (None when it may)."""
-    inner = embedded_ipv4(address)
-    # The IPv4 inside first, so the refusal names what the address really reaches.
-    candidates: list[IPAddress] = [address] if inner is None else [inner, address]
-    allowed = tuple(allow)
-    if any(c in net for c in candidates for net in allowed if c.version == net.version):
-        return None
-    for candidate in candidates:
-        kind = _kind(candidate)
-        if kind is not None:
-            shown = f"{address} ({candidate})" if candidate is not address else str(address)
-            return f"{shown} is a {kind} address and not in fetch.allow_networks"
-    return None
-
-
-def ip_literal(host: str) -> IPAddress | None:
-    """The address a host denotes by itself, legacy inet_aton forms (`2130706433`, `0x7f.1`, `127.1`) included."""
-    text = host.strip().rstrip(".").strip("[]").split("%", 1)[0]
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        pass
-    parts = text.split(".")
-    if not parts or len(parts) > 4 or not all(_legacy_number(p) for p in parts):
-        return None
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(text))
-    except (OSError, ValueError):
-        return None
-
-
-def _legacy_number(part: str) -> bool:
-    lower = part.lower()
-    if lower.startswith("0x"):
-        return len(lower) > 2 and all(c in "0123456789abcdef" for c in lower[2:])
-    return part.isdigit()
-
-
-async def system_resolver(host: str, port: int) -> list[IPAddress]:
-    literal = ip_literal(host)
-    if literal is not None:
-        return [literal]
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses: list[IPAddress] = []
-    for _family, _type, _proto, _canon, sockaddr in infos:
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if address not in addresses:
-            addresses.append(address)
-    return addresses
-
-
-class PinnedBackend(AsyncNetworkBackend):
-    """Resolves, checks every address, and connects to a checked one only (a rebinding DNS changes nothing)."""
-
-    def __init__(self, allow: tuple[IPNetwork, ...], resolver: Resolver) -> None:
-        self.allow = allow
-        self.resolver = resolver
-        self._inner = AutoBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> AsyncNetworkStream:
-        try:
-            async with asyncio.timeout(timeout):
-                addresses = await self.resolver(host, port)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"resolving {host!r} took over {timeout}s") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from None
-        refusals = [(a, address_refusal(a, self.allow)) for a in addresses]
-        permitted = [a for a, why in refusals if why is None]
-        if not permitted:
-            raise ForbiddenAddress(f"{host!r} refused: {refusals[0][1] if refusals else 'no address'}")
-        last: Exception | None = None
-        for address in permitted:
-            try:
-                return await self._inner.connect_tcp(
-                    str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> AsyncNetworkStream:
-        raise ForbiddenAddress("unix sockets are never used for webhooks")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class _PinnedTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, backend: PinnedBackend) -> None:
-        super().__init__(trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(), max_connections=32, keepalive_expiry=30.0, network_backend=backend
-        )
-
-
 # ---------------------------------------------------------------------------------------------- adapters
 
 
@@ -424,7 +263,7 @@ class WebhookSender:
 
     def __init__(self, allow: tuple[IPNetwork, ...], timeout: float, resolver: Resolver = system_resolver) -> None:
         self._client = httpx.AsyncClient(
-            transport=_PinnedTransport(PinnedBackend(allow, resolver)),
+            transport=PinnedTransport(PinnedBackend(allow, resolver), max_connections=32),
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
             trust_env=False,
@@ -445,7 +284,7 @@ class WebhookSender:
             headers[SIGNATURE_HEADER] = sign(hook.secret, int(time.time()), body)
         try:
             response = await self._client.post(hook.url, content=body, headers=headers)
-        except ForbiddenAddress as exc:
+        except AddressForbidden as exc:  # permanent: a refused address stays refused
             return Outcome(False, error=str(exc), permanent=True)
         except httpx.TimeoutException as exc:
             return Outcome(False, error=f"timeout: {type(exc).__name__}")

@@ -3,7 +3,8 @@
 A URL from the config (or a redirect) is fetched only over http/https, and only from public addresses unless
 the address is inside a `fetch.allow_networks` network. The host is resolved once per connection, every
 address is checked, and the connection goes to the checked address (the Host header and the TLS SNI keep the
-name), so a DNS answer that changes between the check and the connect (rebinding) changes nothing.
+name), so a DNS answer that changes between the check and the connect (rebinding) changes nothing. That guard
+is schemas.netguard's (shared with the API's webhooks), set up here to raise the errors below.
 
 Errors (all subclasses of `FetchError`; `reason` is the metric label):
 
@@ -23,28 +24,31 @@ Errors (all subclasses of `FetchError`; `reason` is the metric label):
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpcore
 import httpx
 import orjson
-from httpcore import AsyncNetworkBackend, AsyncNetworkStream
-from httpcore._backends.auto import AutoBackend
+
+from schemas import netguard
+
+# The guard's names the connectors and their tests import from here (`X as X`: an explicit re-export).
+from schemas.netguard import GuardErrors, PinnedTransport
+from schemas.netguard import IPAddress as IPAddress
+from schemas.netguard import IPNetwork as IPNetwork
+from schemas.netguard import PinnedBackend as PinnedBackend
+from schemas.netguard import Resolver as Resolver
+from schemas.netguard import embedded_ipv4 as embedded_ipv4
+from schemas.netguard import ip_literal as ip_literal
+from schemas.netguard import parse_networks as parse_networks
+from schemas.netguard import system_resolver as system_resolver
 
 logger = logging.getLogger(__name__)
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-# host, port → the addresses it resolves to (injectable so tests can play a rebinding DNS server).
-Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 MIB = 1024 * 1024
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -118,187 +122,23 @@ class RateLimited(HTTPStatusError):
 
 # ---------------------------------------------------------------------------------------------- address policy
 
-# Ranges that hide an IPv4 address inside an IPv6 one, beyond what `ipaddress` decodes itself.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
-_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
-
-
-def parse_networks(networks: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """`fetch.allow_networks` entries ("127.0.0.0/8", "::1/128", "10.1.2.3") → networks; ValueError names a bad one."""
-    parsed: list[IPNetwork] = []
-    for text in networks:
-        try:
-            parsed.append(ipaddress.ip_network(text.strip(), strict=False))
-        except ValueError as exc:
-            raise ValueError(f"fetch.allow_networks: {text!r} is not a network ({exc})") from None
-    return tuple(parsed)
-
-
-def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries (mapped, compatible, 6to4, Teredo, NAT64), if any."""
-    if not isinstance(address, ipaddress.IPv6Address):
-        return None
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if address in _NAT64 or address in _NAT64_LOCAL or (address in _IPV4_COMPATIBLE and int(address) > 1):
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def _is_public(address: IPAddress) -> bool:
-    return not (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or not address.is_global
-    )
+# The guard (schemas.netguard) raises the fetcher's own errors, so `except FetchError` covers it.
+GUARD_ERRORS = GuardErrors(
+    forbidden=ForbiddenAddress,
+    unsafe_target=UnsafeURL,
+    resolve_failed=FetchConnectError,
+    resolve_timeout=FetchTimeout,
+)
 
 
 def address_refusal(address: IPAddress, allow: Iterable[IPNetwork]) -> str | None:
     """Why `address` may not be fetched (None when it may): public, or inside an allowed network."""
-    candidates: list[IPAddress] = [address]
-    inner = embedded_ipv4(address)
-    if inner is not None:
-        candidates.append(inner)
-    allowed = tuple(allow)
-    if any(c in net for c in candidates for net in allowed if c.version == net.version):
-        return None
-    for candidate in candidates:
-        if not _is_public(candidate):
-            kind = next(
-                (
-                    name
-                    for name, flag in (
-                        ("loopback", candidate.is_loopback),
-                        ("link-local", candidate.is_link_local),
-                        ("multicast", candidate.is_multicast),
-                        ("unspecified", candidate.is_unspecified),
-                        ("private", candidate.is_private),
-                        ("reserved", candidate.is_reserved),
-                    )
-                    if flag
-                ),
-                "non-public",
-            )
-            shown = f"{address} ({candidate})" if candidate is not address else str(address)
-            return f"{shown} is a {kind} address and not in fetch.allow_networks"
-    return None
+    return netguard.address_refusal(address, allow, inner_first=False)
 
 
-def ip_literal(host: str) -> IPAddress | None:
-    """The address a host string denotes by itself, in every form a resolver would accept.
-
-    Besides the usual dotted quad and IPv6 (brackets and zone allowed), this decodes the legacy inet_aton forms
-    that libc resolvers accept and that slip past naive checks: `2130706433`, `0x7f.1`, `0177.0.0.1`, `127.1`.
-    """
-    text = host.strip().rstrip(".").strip("[]")
-    if "%" in text:
-        text = text.split("%", 1)[0]
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        pass
-    parts = text.split(".")
-    if not parts or not all(_is_legacy_number(p) for p in parts) or len(parts) > 4:
-        return None
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(text))
-    except (OSError, ValueError):
-        return None
-
-
-def _is_legacy_number(part: str) -> bool:
-    lower = part.lower()
-    if lower.startswith("0x"):
-        return len(lower) > 2 and all(c in "0123456789abcdef" for c in lower[2:])
-    return part.isdigit()
-
-
-async def system_resolver(host: str, port: int) -> list[IPAddress]:
-    """Resolve with the system resolver (getaddrinfo in a thread), keeping the order it prefers."""
-    literal = ip_literal(host)
-    if literal is not None:
-        return [literal]
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise FetchConnectError(f"cannot resolve {host!r}: {exc}") from None
-    addresses: list[IPAddress] = []
-    for _family, _type, _proto, _canon, sockaddr in infos:
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if address not in addresses:
-            addresses.append(address)
-    return addresses
-
-
-class PinnedBackend(AsyncNetworkBackend):
-    """httpcore network backend that resolves, checks and connects to the checked address only."""
-
-    def __init__(self, allow: tuple[IPNetwork, ...], resolver: Resolver) -> None:
-        self.allow = allow
-        self.resolver = resolver
-        self._inner = AutoBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> AsyncNetworkStream:
-        try:
-            async with asyncio.timeout(timeout):
-                addresses = await self.resolver(host, port)
-        except TimeoutError:
-            raise FetchTimeout(f"resolving {host!r} took over {timeout}s") from None
-        if not addresses:
-            raise FetchConnectError(f"{host!r} resolves to no address")
-        refusals = [(a, address_refusal(a, self.allow)) for a in addresses]
-        permitted = [a for a, why in refusals if why is None]
-        if not permitted:
-            raise ForbiddenAddress(f"{host!r} refused: {refusals[0][1]}")
-        last: Exception | None = None
-        for address in permitted:
-            try:
-                return await self._inner.connect_tcp(
-                    str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> AsyncNetworkStream:
-        raise UnsafeURL("unix sockets are never fetched")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class _PinnedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport with its connection pool on the pinned backend (and no proxy from the environment)."""
-
-    def __init__(self, backend: PinnedBackend, max_connections: int) -> None:
-        super().__init__(trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
-            network_backend=backend,
-        )
+def pinned_backend(allow: tuple[IPNetwork, ...], resolver: Resolver) -> PinnedBackend:
+    """The guard's backend raising FetchError subclasses and wording refusals as the fetcher always has."""
+    return PinnedBackend(allow, resolver, errors=GUARD_ERRORS, inner_first=False)
 
 
 # ---------------------------------------------------------------------------------------------- the fetcher
@@ -390,9 +230,10 @@ class SafeFetcher:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._gates: dict[str, _HostGate] = {}
-        backend = PinnedBackend(policy.allow_networks, resolver)
         self._client = httpx.AsyncClient(
-            transport=_PinnedTransport(backend, max_connections=max(10, policy.per_host * 8)),
+            transport=PinnedTransport(
+                pinned_backend(policy.allow_networks, resolver), max_connections=max(10, policy.per_host * 8)
+            ),
             timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout, pool=policy.read_timeout),
             follow_redirects=False,
             trust_env=False,

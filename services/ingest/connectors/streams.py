@@ -2,13 +2,13 @@
 (Mastodon), form POSTs (OAuth tokens) and websockets (Bluesky Jetstream).
 
 Every connection resolves the host with the fetcher's resolver, checks every address against
-`fetch.allow_networks` (`address_refusal`) and connects to a checked address only; redirects are not followed.
+`fetch.allow_networks` (schemas.netguard, set up as in fetch.py) and connects to a checked address only;
+redirects are not followed.
 Errors are the fetcher's (`FetchError` subclasses), so the source runner counts and backs off the same way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -16,27 +16,26 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
+from schemas.netguard import PinnedTransport, resolve_permitted
 from services.ingest.connectors.base import ContentRefused
 from services.ingest.connectors.fetch import (
+    GUARD_ERRORS,
     FetchConnectError,
     FetchedResponse,
     FetchError,
     FetchTimeout,
-    ForbiddenAddress,
     HTTPStatusError,
     IPAddress,
-    PinnedBackend,
     Resolver,
     ResponseTooLarge,
     SafeFetcher,
     UnsafeURL,
-    address_refusal,
     check_url,
+    pinned_backend,
     system_resolver,
 )
 
@@ -54,19 +53,16 @@ def resolver_of(fetcher: SafeFetcher) -> Resolver:
 
 async def checked_address(fetcher: SafeFetcher, host: str, port: int) -> IPAddress:
     """The first address of `host` that the fetch policy permits; ForbiddenAddress when none is."""
-    timeout = fetcher.policy.connect_timeout
-    try:
-        async with asyncio.timeout(timeout):
-            addresses = await resolver_of(fetcher)(host, port)
-    except TimeoutError:
-        raise FetchTimeout(f"resolving {host!r} took over {timeout}s") from None
-    if not addresses:
-        raise FetchConnectError(f"{host!r} resolves to no address")
-    refusals = [(a, address_refusal(a, fetcher.policy.allow_networks)) for a in addresses]
-    for address, why in refusals:
-        if why is None:
-            return address
-    raise ForbiddenAddress(f"{host!r} refused: {refusals[0][1]}")
+    permitted = await resolve_permitted(
+        host,
+        port,
+        allow=fetcher.policy.allow_networks,
+        resolver=resolver_of(fetcher),
+        timeout=fetcher.policy.connect_timeout,
+        errors=GUARD_ERRORS,
+        inner_first=False,
+    )
+    return permitted[0]
 
 
 def json_body(response: FetchedResponse) -> Any:
@@ -78,14 +74,6 @@ def json_body(response: FetchedResponse) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- HTTP
-
-
-class _PinnedTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, backend: PinnedBackend) -> None:
-        super().__init__(trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(), max_connections=16, network_backend=backend
-        )
 
 
 @dataclass
@@ -163,7 +151,9 @@ class GuardedHTTP:
         policy = fetcher.policy
         self.policy = policy
         self._client = httpx.AsyncClient(
-            transport=_PinnedTransport(PinnedBackend(policy.allow_networks, resolver_of(fetcher))),
+            transport=PinnedTransport(
+                pinned_backend(policy.allow_networks, resolver_of(fetcher)), max_connections=16, keepalive_expiry=None
+            ),
             timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
             follow_redirects=False,
             trust_env=False,
