@@ -67,15 +67,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import AccountMetric, EcouteConfig, Kpi, ScoredMention, load, utc_now
 from schemas.models import KpiEngagement
-from services.api.views import floor_minute
+from services.api.views import MINUTE, floor_minute, window_bounds
 
-MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 InsightWindow = Literal["1h", "24h"]
 INSIGHT_WINDOWS: tuple[str, ...] = get_args(InsightWindow)
-WINDOW_MINUTES: dict[str, int] = {"1h": 60, "24h": 1440}
 SeriesBucket = Literal["1m", "1h"]
 BUCKET_LENGTH: dict[str, timedelta] = {"1m": MINUTE, "1h": HOUR}
 DEFAULT_POINTS = {"1m": 60, "1h": 24}  # since defaults to the last hour of minutes / the last day of hours
@@ -116,12 +114,6 @@ def floor_bucket(moment: datetime, bucket: str) -> datetime:
 def as_utc(moment: datetime) -> datetime:
     """A naive time is taken as UTC (query parameters without an offset)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def insight_window_bounds(window: str, now: datetime) -> tuple[datetime, datetime]:
-    """[start, end) of a rolling window: the last N minute buckets, the current partial one included."""
-    current = floor_minute(now)
-    return current - (WINDOW_MINUTES[window] - 1) * MINUTE, current + MINUTE
 
 
 def _ratio(part: float, whole: float, digits: int = 4) -> float | None:
@@ -1085,7 +1077,7 @@ class Insights:
 
     def authors(self, brand: str, window: InsightWindow, limit: int = 20, now: datetime | None = None) -> TopAuthors:
         """The brand's influence relays in the window, by score = reach + 10 × engagement."""
-        start, end = insight_window_bounds(window, now or self.clock())
+        start, end = window_bounds(window, now or self.clock())
         merged = self._window(brand, start, end).authors
 
         def score(author: _AuthorTally) -> int:
@@ -1121,7 +1113,7 @@ class Insights:
 
     def sources(self, brand: str, window: InsightWindow, limit: int = 20, now: datetime | None = None) -> TopSources:
         """The brand's top sites and source types in the window, by mentions, engagement, reach, name."""
-        start, end = insight_window_bounds(window, now or self.clock())
+        start, end = window_bounds(window, now or self.clock())
         window_tallies = self._window(brand, start, end)
         total = window_tallies.tally
 
@@ -1166,7 +1158,7 @@ class Insights:
 
         `owners`: the brands whose groups to answer (default: every configured brand).
         """
-        start, end = insight_window_bounds(window, now or self.clock())
+        start, end = window_bounds(window, now or self.clock())
         groups: list[VoiceGroup] = []
         for owner in sorted(self._competitors) if owners is None else owners:
             members = (owner, *self._competitors.get(owner, ()))
@@ -1227,7 +1219,7 @@ class Insights:
                 audience_now += value
                 audience_week_ago += week_ago
 
-        start, end = insight_window_bounds("24h", now)
+        start, end = window_bounds("24h", now)
         day = self._tally(brand, start, end)
         per_mention = day.engagement / day.mentions if day.mentions else None
 
@@ -1267,7 +1259,7 @@ class Insights:
 
     def trends(self, brand: str, limit: int = 20, now: datetime | None = None) -> Trends:
         """Terms whose frequency in the last hour rose most against the 24 h before it."""
-        start, end = insight_window_bounds("1h", now or self.clock())
+        start, end = window_bounds("1h", now or self.clock())
         baseline_start = start - DAY
         state = self._mentions.get(brand)
         terms: list[EmergingTerm] = []
