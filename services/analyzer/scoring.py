@@ -312,10 +312,10 @@ class ScoringService(Service):
         producer = self._producers[tp.partition]
         await producer.begin_transaction()
         try:
-            futures = [await send for send in self._outputs(producer, result, raw, tp.partition)]
+            for send in self._outputs(producer, result, raw, tp.partition):
+                await send  # queued in the transaction; commit_transaction waits for them all
             await producer.send_offsets_to_transaction({tp: next_offset}, self.group_id)
             await producer.commit_transaction()
-            del futures
         except ProducerFenced:
             raise
         except BaseException:
