@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 import httpx
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import core_schema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -206,10 +217,103 @@ class WebhookConfig(_Section):
         return "*" in self.brands or brand in self.brands
 
 
+ANY_LANGUAGE = "*"
+_LANGUAGE_CODE = re.compile(r"[a-z]{2}")
+
+
+class TopicTerms(Sequence[str]):
+    """One topic of `topics:`: its terms per language (ISO 639-1 codes, `*` for any language).
+
+    The YAML gives a list (`pricing: [price, cheap]`: terms for any language) or a mapping
+    (`pricing: {en: [price], fr: [prix, "trop cher"], "*": ["€"]}`). As a sequence it is every term of
+    every language, for code that needs only the vocabulary (the simulator).
+    """
+
+    __slots__ = ("_all", "by_language")
+
+    def __init__(self, by_language: Mapping[str, Sequence[str]]) -> None:
+        self.by_language: dict[str, tuple[str, ...]] = {lang: tuple(terms) for lang, terms in by_language.items()}
+        self._all = tuple(dict.fromkeys(term for terms in self.by_language.values() for term in terms))
+
+    @classmethod
+    def parse(cls, value: object) -> TopicTerms:
+        """A list or a language → list mapping, checked: known language codes, no empty term or list."""
+        if isinstance(value, TopicTerms):
+            return value
+        if isinstance(value, Mapping):
+            by_language = dict(value)
+        elif isinstance(value, list | tuple):
+            by_language = {ANY_LANGUAGE: value}
+        else:
+            raise ValueError(
+                "give a list of terms (e.g. [price, cheap]) or terms per language "
+                f"(e.g. {{en: [price], fr: [prix]}}), not {'nothing' if value is None else type(value).__name__}"
+            )
+        if not by_language:
+            raise ValueError("no terms")
+        for lang, terms in by_language.items():
+            where = f"terms for {lang!r}: " if isinstance(value, Mapping) else ""
+            if isinstance(lang, bool):
+                raise ValueError(f"language {lang!r}: YAML reads an unquoted no, on, yes… as a boolean; quote the code")
+            if not isinstance(lang, str) or not (lang == ANY_LANGUAGE or _LANGUAGE_CODE.fullmatch(lang)):
+                raise ValueError(
+                    f"language {lang!r}: use an ISO 639-1 code (two lowercase letters, e.g. fr) or '*' for any language"
+                )
+            if not isinstance(terms, list | tuple):
+                raise ValueError(f"{where}give a list of terms, not {type(terms).__name__}")
+            if not terms:
+                raise ValueError(f"{where}no terms")
+            for term in terms:
+                if not isinstance(term, str):
+                    raise ValueError(f"{where}term {term!r} is not text (quote it)")
+                if not term.strip():
+                    raise ValueError(f"{where}an empty term")
+        return cls(by_language)
+
+    def for_language(self, lang: str | None) -> tuple[str, ...]:
+        """The terms that count in a text in `lang`: that language's and those for any language."""
+        own = self.by_language.get(lang, ()) if lang and lang != ANY_LANGUAGE else ()
+        return self.by_language.get(ANY_LANGUAGE, ()) + own
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[str, ...]: ...
+    def __getitem__(self, index: int | slice) -> str | tuple[str, ...]:
+        return self._all[index]
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TopicTerms):
+            return NotImplemented
+        return self.by_language == other.by_language
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.by_language.items())))
+
+    def __repr__(self) -> str:
+        return f"TopicTerms({self.by_language!r})"
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls.parse,
+            json_schema_input_schema=handler.generate_schema(list[str] | dict[str, list[str]]),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda terms: {lang: list(words) for lang, words in terms.by_language.items()}
+            ),
+        )
+
+
 class EcouteConfig(_Section):
     model_config = ConfigDict(extra="allow", frozen=True)
     brands: dict[str, BrandConfig] = Field(default_factory=dict)
-    topics: dict[str, list[str]] = Field(default_factory=dict)
+    topics: dict[str, TopicTerms] = Field(default_factory=dict)  # topic → its terms per language
     sources: list[SourceConfig] = Field(default_factory=list)
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     api_keys: list[ApiKey] = Field(default_factory=list)

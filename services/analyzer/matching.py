@@ -1,15 +1,17 @@
 """Find brands and topics in a text: every term of every brand in one automaton pass, on word boundaries
-("Acmeville" is not "acme"), case-insensitive; then each brand's query decides on the terms found.
+("Acmeville" is not "acme"), case-insensitive; then each brand's query decides on the terms found, and
+the text's language which topic terms count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import ahocorasick
 
+from schemas.config import ANY_LANGUAGE, TopicTerms
 from services.analyzer.query import Facts, Node, QueryError, filter_fields, normalise_term, parse_query
 
 
@@ -89,17 +91,33 @@ class BrandMatcher:
 
 
 class TopicClassifier:
-    """Topics of a text from the configured keyword taxonomy (topic → terms)."""
+    """Topics of a text from the configured taxonomy (topic → terms per language, `*` for any language).
 
-    def __init__(self, taxonomy: Mapping[str, list[str]]) -> None:
-        self._topics_of: dict[str, set[str]] = {}
+    A text in language L gets each topic whose terms for L or for `*` occur in it; a text of unknown
+    language, or of a language a topic has no entry for, gets that topic only by its `*` terms. The terms
+    of every topic and language share one automaton: one pass over the text, then the hits are kept by
+    language.
+    """
+
+    def __init__(self, taxonomy: Mapping[str, Sequence[str] | Mapping[str, Sequence[str]]]) -> None:
+        # normalised term → language ("*" for any) → topics the term counts for in that language
+        self._topics_of: dict[str, dict[str, set[str]]] = {}
         for topic, terms in taxonomy.items():
-            for term in terms:
-                self._topics_of.setdefault(normalise_term(term), set()).add(topic)
+            try:
+                by_language = TopicTerms.parse(terms).by_language
+            except ValueError as exc:
+                raise ValueError(f"topic {topic!r}: {exc}") from None
+            for lang, words in by_language.items():
+                for word in words:
+                    self._topics_of.setdefault(normalise_term(word), {}).setdefault(lang, set()).add(topic)
         self._finder = TermFinder(self._topics_of)
 
-    def classify(self, text: str) -> list[str]:
+    def classify(self, text: str, lang: str | None = None) -> list[str]:
+        """Sorted topics of `text`, written in `lang` (an ISO 639-1 code; None: unknown)."""
         topics: set[str] = set()
         for term in self._finder.find(text):
-            topics |= self._topics_of.get(term, set())
+            by_language = self._topics_of[term]
+            topics.update(by_language.get(ANY_LANGUAGE, ()))
+            if lang and lang != ANY_LANGUAGE:
+                topics.update(by_language.get(lang, ()))
         return sorted(topics)

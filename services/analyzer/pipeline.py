@@ -55,6 +55,25 @@ class Stage1Result:
     unmatched: int = 0
     scoring_seconds: float = 0.0
     brand_labels: dict[tuple[str, str], int] = field(default_factory=dict)
+    # What the kpi-partials are combined from: (input partition, scored mention), and per input
+    # partition the (first, last) offsets read.
+    pairs: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    offsets: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def absorb(self, more: Stage1Result) -> None:
+        """Add a later batch's result (same input partitions, later offsets) to this one."""
+        self.scored.extend(more.scored)
+        self.dead.extend(more.dead)
+        self.new_ids.extend(more.new_ids)
+        self.duplicates += more.duplicates
+        self.unmatched += more.unmatched
+        self.scoring_seconds += more.scoring_seconds
+        for key, n in more.brand_labels.items():
+            self.brand_labels[key] = self.brand_labels.get(key, 0) + n
+        self.pairs.extend(more.pairs)
+        for partition, (first, last) in more.offsets.items():
+            earlier = self.offsets.get(partition)
+            self.offsets[partition] = (earlier[0] if earlier else first, last)
 
 
 def describe_error(exc: Exception) -> str:
@@ -73,11 +92,14 @@ class Stage1:
         # Detect the language before matching only when a brand query filters on it.
         self._lang_first = "lang" in self.matcher.filter_fields
 
-    def process(self, records: Sequence[RawRecord], is_seen: Callable[[str], bool]) -> Stage1Result:
+    def process(
+        self, records: Sequence[RawRecord], is_seen: Callable[[str], bool], combine: bool = True
+    ) -> Stage1Result:
+        """Score a batch; with `combine`, also fold it into kpi-partials (else see `combine_partials`)."""
         result = Stage1Result()
         batch_ids: set[str] = set()
-        scored_pairs: list[tuple[int, dict[str, Any]]] = []
-        offsets: dict[int, tuple[int, int]] = {}
+        scored_pairs = result.pairs
+        offsets = result.offsets
         now = utc_now()
         for index, record in enumerate(records):
             first, _ = offsets.get(record.partition, (record.offset, record.offset))
@@ -111,7 +133,7 @@ class Stage1:
             lang = lang or self.detector.detect(text)
             tone = self.scorer.score(text, lang)
             result.scoring_seconds += time.perf_counter() - started
-            topics = self.topics.classify(text)
+            topics = self.topics.classify(text, lang)
             base = mention.model_dump(by_alias=True)
             for match in matches:
                 scored = {
@@ -135,8 +157,13 @@ class Stage1:
                 scored_pairs.append((record.partition, scored))
                 label_key = (match.brand, tone.label)
                 result.brand_labels[label_key] = result.brand_labels.get(label_key, 0) + 1
-        result.partials = kpi.combine_partials(scored_pairs, offsets, self.flags)
+        if combine:
+            self.combine_partials(result)
         return result
+
+    def combine_partials(self, result: Stage1Result) -> None:
+        """One kpi-partial per (brand, minute) of everything `result` holds, spanning its offsets."""
+        result.partials = kpi.combine_partials(result.pairs, result.offsets, self.flags)
 
 
 # --- stage 2 -------------------------------------------------------------------------------------

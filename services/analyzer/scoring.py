@@ -4,6 +4,12 @@ Why not a Faust agent: Faust's stream hands events over one at a time (~14,000 e
 one core, before any work), which caps the whole analyzer far below a plain aiokafka loop. This
 service runs under the Faust app (started and stopped with it) but reads with `getmany`.
 
+Commits. Each input partition's records are read into an open batch that is committed every
+`analyzer_commit_interval` (0.25 s) or after `10 × analyzer_batch_size` records, whichever comes
+first. The kpi-partials are combined over that whole batch, so stage 2 gets about one partial per
+(brand, minute, partition) per interval however fast mentions arrive; scored mentions are sent as
+they are scored.
+
 Exactness. On a broker with transactions (Apache Kafka), each partition's batch is one Kafka
 transaction: the scored mentions, the kpi-partials, the dead letters, the batch's new mention ids
 (on the `<app id>-seen-ids` topic) and the consumer offset commit together or not at all. One
@@ -23,13 +29,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, ProducerFenced, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
 from schemas import Topics
@@ -49,8 +57,68 @@ def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tu
     ]
 
 
+async def _all_acknowledged(acks: list[asyncio.Future[Any]]) -> None:
+    """Wait for every acknowledgement; raise the first failure once all have settled."""
+    for outcome in await asyncio.gather(*acks, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def reason_class(reason: str) -> str:
     return "empty" if reason == "empty value" else ("json" if "JSON" in reason or "json" in reason else "schema")
+
+
+@dataclass
+class _OpenBatch:
+    """What one input partition has read since its last commit (on Kafka: its open transaction)."""
+
+    first_offset: int
+    opened: float
+    next_offset: int = 0
+    records: int = 0
+    result: Stage1Result = field(default_factory=Stage1Result)
+    ids: set[str] = field(default_factory=set)  # mention ids counted in this batch
+    acks: list[asyncio.Future[Any]] = field(default_factory=list)  # at-least-once: outputs to await
+
+
+class _Outbox:
+    """Records bound for one producer, appended to one batch per topic partition and sent as whole
+    batches: a fraction of the cost of a `send` (and a future) per record. Partitions are chosen
+    as the producer's own partitioner would, so keyed records land where `send` would put them."""
+
+    def __init__(self, producer: AIOKafkaProducer, partition_of: Callable[[str, bytes | None], int]) -> None:
+        self.producer = producer
+        self.partition_of = partition_of
+        self.filled: list[tuple[str, int, Any]] = []
+        self.open: dict[tuple[str, int], Any] = {}
+        self.alone: list[tuple[tuple[str, int], bytes | None, bytes, list[Any]]] = []
+
+    def add(
+        self, topic: str, value: bytes, key: bytes | None, *, partition: int | None = None, headers: Any = ()
+    ) -> None:
+        where = (topic, self.partition_of(topic, key) if partition is None else partition)
+        batch = self.open.get(where)
+        if batch is None:
+            batch = self.open[where] = self.producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+            self.filled.append((*where, batch))  # full: sent as it is, the record starts the next one
+            batch = self.open[where] = self.producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+                # Larger than a whole batch: on its own (the producer allows up to max_request_size).
+                self.alone.append((where, key, value, list(headers)))
+
+    async def send(self) -> list[asyncio.Future[Any]]:
+        batches = [*self.filled, *((topic, partition, b) for (topic, partition), b in self.open.items())]
+        alone, self.filled, self.open, self.alone = self.alone, [], {}, []
+        futures = [await self.producer.send_batch(b, topic, partition=partition) for topic, partition, b in batches]
+        for (topic, partition), key, value, headers in alone:
+            futures.append(await self.producer.send(topic, value, key=key, partition=partition, headers=headers))
+        return futures
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -86,8 +154,18 @@ class ScoringService(Service):
         self._producers: dict[int, AIOKafkaProducer] = {}
         self._plain_producer: AIOKafkaProducer | None = None
         self._seen: dict[int, set[str]] = {}
+        self._open: dict[int, _OpenBatch] = {}
+        # A partition's previous batch commits while its next records are scored (never two open).
+        self._committing: dict[int, tuple[asyncio.Task[bool], set[str]]] = {}
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+        self._key_partitions: dict[tuple[str, bytes], int] = {}
+        # Held while reading into, committing or handing over partitions: the rebalance listener
+        # runs between the loop's awaits.
+        self._lock = asyncio.Lock()
         self._positions: dict[int, int] = {}
         self._lag_reported = 0.0
+        self._max_batch_records = settings.analyzer_batch_size * 10
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -127,6 +205,8 @@ class ScoringService(Service):
     async def on_stop(self) -> None:
         logger.info("stage 1: stopping")
         if self._consumer is not None:
+            async with self._lock:  # what was read is committed before leaving
+                await self._settle_all(self._consumer, list(self._committing) + list(self._open))
             await self._consumer.stop()  # leaves the group; revocation closes the producers
             self._consumer = None
         await self.release([TopicPartition(self.topics.mentions_raw, p) for p in list(self._producers)])
@@ -184,18 +264,48 @@ class ScoringService(Service):
     # --- partitions come and go --------------------------------------------------------------
 
     async def acquire(self, assigned: list[TopicPartition]) -> None:
-        for tp in assigned:
-            if self.transactional:
-                producer = self._new_producer(f"{self.group_id}-{tp.partition}")
-                await producer.start()  # InitProducerId: fences the previous owner, aborts its open batch
-                self._producers[tp.partition] = producer
-        seen = await self._load_seen([tp.partition for tp in assigned])
-        for partition, ids in seen.items():
-            self._seen[partition] = ids
-            logger.info("stage 1: partition %d assigned, %d ids remembered", partition, len(ids))
+        async with self._lock:
+            for tp in assigned:
+                if self.transactional:
+                    producer = self._new_producer(f"{self.group_id}-{tp.partition}")
+                    await producer.start()  # InitProducerId: fences the previous owner, aborts its open batch
+                    self._producers[tp.partition] = producer
+            await self._learn_partitions()
+            seen = await self._load_seen([tp.partition for tp in assigned])
+            for partition, ids in seen.items():
+                self._seen[partition] = ids
+                logger.info("stage 1: partition %d assigned, %d ids remembered", partition, len(ids))
+
+    async def _learn_partitions(self) -> None:
+        """The partitions of the output topics, for choosing them as the producer would."""
+        producer = self._plain_producer or next(iter(self._producers.values()), None)
+        if producer is None or self._partitions:
+            return
+        t = self.topics
+        for topic in (t.mentions_scored, t.kpi_partials, t.mentions_dlq, self.seen_topic):
+            self._partitions[topic] = sorted(await producer.partitions_for(topic))
 
     async def release(self, revoked: list[TopicPartition]) -> None:
-        for tp in revoked:
+        async with self._lock:
+            if self._consumer is not None:  # hand over what was read, committed
+                await self._settle_all(self._consumer, [tp.partition for tp in revoked])
+            await self._drop(revoked)
+
+    async def _settle_all(self, consumer: AIOKafkaConsumer, partitions: list[int]) -> None:
+        """Wait for these partitions' commits in flight, then commit their open batches."""
+        partitions = sorted(set(partitions))
+        await asyncio.gather(*(self._settled(p) for p in partitions))
+        batches = {p: self._open.pop(p) for p in partitions if p in self._open}
+        await asyncio.gather(*(self._commit(consumer, p, batch) for p, batch in batches.items()))
+
+    async def _settled(self, partition: int) -> bool:
+        """Has the partition's commit in flight (if any) succeeded?"""
+        committing = self._committing.pop(partition, None)
+        return True if committing is None else await committing[0]
+
+    async def _drop(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._open.pop(tp.partition, None)
             producer = self._producers.pop(tp.partition, None)
             if producer is not None:
                 await producer.stop()
@@ -234,65 +344,153 @@ class ScoringService(Service):
     async def _consume(self) -> None:
         consumer = await self._start_consumer()
         while not self.should_stop:
-            # Up to a batch per assigned partition: each partition's batch is one transaction.
             max_records = self.settings.analyzer_batch_size * max(1, len(consumer.assignment()))
             try:
-                batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+                batches = await consumer.getmany(timeout_ms=self._poll_timeout_ms(), max_records=max_records)
             except KafkaError as exc:
                 logger.warning("stage 1: fetch failed (%r); retrying", exc)
                 await self.sleep(1.0)
                 continue
-            commits = []
-            for tp, records in batches.items():
-                if not records:
-                    continue
-                if tp.partition not in self._seen:
-                    # Fetched while the partition was still being set up (or just lost): read it again later.
-                    if tp in consumer.assignment():
-                        consumer.seek(tp, records[0].offset)
-                    continue
-                # The CPU work runs partition after partition; the commits' round trips overlap.
-                raw = [RawRecord(r.partition, r.offset, r.key, r.value) for r in records]
-                result = self.stage1.process(raw, self._seen[tp.partition].__contains__)
-                commits.append(self._commit_partition(consumer, tp, raw, result))
-                self._positions[tp.partition] = records[-1].offset + 1
-            await asyncio.gather(*commits)
+            async with self._lock:
+                for tp, records in batches.items():
+                    if records:
+                        await self._read(consumer, tp, records)
+                for partition, (task, _) in list(self._committing.items()):
+                    if task.done():  # a failed one has already rewound its partition
+                        await self._settled(partition)
+                now = time.monotonic()
+                for partition in [p for p, batch in self._open.items() if self._is_due(batch, now)]:
+                    batch = self._open.pop(partition)
+                    task = asyncio.ensure_future(self._commit(consumer, partition, batch))
+                    self._committing[partition] = (task, batch.ids)
             self._report_lag(consumer)
 
-    async def _commit_partition(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, raw: list[RawRecord], result: Stage1Result
-    ) -> None:
-        next_offset = raw[-1].offset + 1
+    def _is_due(self, batch: _OpenBatch, now: float) -> bool:
+        return now - batch.opened >= self.settings.analyzer_commit_interval or batch.records >= self._max_batch_records
+
+    def _poll_timeout_ms(self) -> int:
+        """Wait for records at most until the oldest open batch is due."""
+        if not self._open:
+            return 200
+        due_at = min(batch.opened for batch in self._open.values()) + self.settings.analyzer_commit_interval
+        return max(0, min(200, int((due_at - time.monotonic()) * 1000)))
+
+    async def _read(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Any]) -> None:
+        """Score records of one partition into its open batch and send the scored mentions."""
+        partition = tp.partition
+        if partition not in self._seen:
+            # Fetched while the partition was still being set up (or just lost): read it again later.
+            if tp in consumer.assignment():
+                consumer.seek(tp, records[0].offset)
+            return
+        raw = [RawRecord(r.partition, r.offset, r.key, r.value) for r in records]
+        batch = self._open.get(partition)
+        seen = self._seen[partition]
+        pending = batch.ids if batch is not None else set()
+        inflight = self._committing[partition][1] if partition in self._committing else set()
+        # The CPU work first, while the previous batch's commit (if any) is on the wire.
+        result = self.stage1.process(raw, lambda i: i in seen or i in pending or i in inflight, combine=False)
+        if not await self._settled(partition) or partition not in self._seen:
+            return  # the previous batch failed and rewound the partition (or lost it): these come again
         try:
-            if self.transactional:
-                await self._commit_transaction(tp, result, raw, next_offset)
-            else:
-                await self._commit_at_least_once(consumer, tp, result, raw, next_offset)
+            if batch is None:
+                if self.transactional:
+                    await self._producers[partition].begin_transaction()
+                batch = self._open[partition] = _OpenBatch(raw[0].offset, time.monotonic(), ids=pending)
+            pending.update(mention_id for _, mention_id, _ in result.new_ids)
+            outbox = self._outbox(partition)
+            self._add_outputs(outbox, result)
+            batch.acks.extend(await outbox.send())
         except ProducerFenced:
-            logger.warning("stage 1: fenced on partition %d (another worker owns it now)", tp.partition)
-            await self.release([tp])
+            await self._fenced(tp)
             return
         except KafkaError as exc:
-            # Nothing of this batch is visible (aborted) or it will be sent again (at-least-once):
-            # rewind to its first offset and try again.
-            logger.warning("stage 1: batch %s[%d]@%d failed (%r); retrying", tp.topic, tp.partition, raw[0].offset, exc)
-            consumer.seek(tp, raw[0].offset)
-            await self.sleep(1.0)
+            await self._abandon(consumer, tp, raw[0].offset, exc)
             return
-        seen = self._seen.get(tp.partition)
-        if seen is not None:
-            seen.update(mention_id for _, mention_id, _ in result.new_ids)
-        self._record_metrics(result, len(raw))
+        batch.result.absorb(result)
+        batch.records += len(raw)
+        batch.next_offset = self._positions[partition] = raw[-1].offset + 1
 
-    def _outputs(
-        self, producer: AIOKafkaProducer, result: Stage1Result, raw: list[RawRecord], partition: int
-    ) -> list[Awaitable[Any]]:
+    def _outbox(self, partition: int) -> _Outbox:
+        if self.transactional:
+            return _Outbox(self._producers[partition], self._partition_of)
+        assert self._plain_producer is not None
+        return _Outbox(self._plain_producer, self._partition_of)
+
+    def _partition_of(self, topic: str, key: bytes | None) -> int:
+        partitions = self._partitions[topic]
+        if key is None:
+            return int(self._partitioner(None, partitions, partitions))
+        known = self._key_partitions.get((topic, key))
+        if known is None:
+            if len(self._key_partitions) > 100_000:  # keys are brands (and, for dead letters, ids)
+                self._key_partitions.clear()
+            known = self._key_partitions[(topic, key)] = int(self._partitioner(key, partitions, partitions))
+        return known
+
+    async def _commit(self, consumer: AIOKafkaConsumer, partition: int, batch: _OpenBatch) -> bool:
+        """Commit one partition's batch: its partials, new ids and next offset. False on failure."""
+        tp = TopicPartition(self.topics.mentions_raw, partition)
+        result = batch.result
+        self.stage1.combine_partials(result)
+        try:
+            outbox = self._outbox(partition)
+            self._add_closing_outputs(outbox, result, batch.ids, partition)
+            closing = await outbox.send()
+            if self.transactional:
+                # The batches are queued in the transaction; commit_transaction waits for them all.
+                producer = self._producers[partition]
+                await producer.send_offsets_to_transaction({tp: batch.next_offset}, self.group_id)
+                await producer.commit_transaction()
+            else:
+                await _all_acknowledged(batch.acks + closing)  # every output stored before the offsets move
+                await consumer.commit({tp: batch.next_offset})
+        except ProducerFenced:
+            await self._fenced(tp)
+            return False
+        except KafkaError as exc:
+            await self._abandon(consumer, tp, batch.first_offset, exc, batch)
+            return False
+        seen = self._seen.get(partition)
+        if seen is not None:
+            seen.update(batch.ids)
+        self._record_metrics(result, batch.records)
+        return True
+
+    async def _fenced(self, tp: TopicPartition) -> None:
+        logger.warning("stage 1: fenced on partition %d (another worker owns it now)", tp.partition)
+        await self._drop([tp])
+
+    async def _abandon(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        first_offset: int,
+        exc: Exception,
+        batch: _OpenBatch | None = None,
+    ) -> None:
+        """Nothing of the batch is visible (aborted) or it will be sent again (at-least-once):
+        drop it and, after a pause, read again from its first offset."""
+        logger.warning("stage 1: batch %s[%d]@%d failed (%r); retrying", tp.topic, tp.partition, first_offset, exc)
+        batch = batch or self._open.pop(tp.partition, None)
+        if batch is not None:
+            first_offset = batch.first_offset
+            for ack in batch.acks:  # their outcome no longer matters: don't let it be reported unread
+                ack.add_done_callback(_ignore_outcome)
+        producer = self._producers.get(tp.partition)
+        txn = producer._txn_manager if producer is not None else None
+        if txn is not None and txn.is_in_transaction():
+            with contextlib.suppress(KafkaError):
+                await producer.abort_transaction()  # type: ignore[union-attr]
+        if tp in consumer.assignment():
+            consumer.seek(tp, first_offset)
+        await asyncio.sleep(1.0)
+
+    def _add_outputs(self, outbox: _Outbox, result: Stage1Result) -> None:
+        """The scored mentions and dead letters of one scored chunk."""
         topics = self.topics
-        sends: list[Awaitable[Any]] = []
         for brand, value in result.scored:
-            sends.append(producer.send(topics.mentions_scored, value, key=brand.encode()))
-        for partial in result.partials:
-            sends.append(producer.send(topics.kpi_partials, orjson.dumps(partial), key=partial["brand"].encode()))
+            outbox.add(topics.mentions_scored, value, brand.encode())
         for letter in result.dead:
             record = letter.record
             logger.warning(
@@ -300,41 +498,14 @@ class ScoringService(Service):
             )
             self.metrics.dlq.labels(topics.mentions_raw, reason_class(letter.reason)).inc()
             headers = dlq_headers(letter.reason, topics.mentions_raw, record.partition, record.offset)
-            sends.append(producer.send(topics.mentions_dlq, record.value or b"", key=record.key, headers=headers))
-        if result.new_ids:
-            ids = orjson.dumps([mention_id for _, mention_id, _ in result.new_ids])
-            sends.append(producer.send(self.seen_topic, ids, partition=partition))
-        return sends
+            outbox.add(topics.mentions_dlq, record.value or b"", record.key, headers=headers)
 
-    async def _commit_transaction(
-        self, tp: TopicPartition, result: Stage1Result, raw: list[RawRecord], next_offset: int
-    ) -> None:
-        producer = self._producers[tp.partition]
-        await producer.begin_transaction()
-        try:
-            for send in self._outputs(producer, result, raw, tp.partition):
-                await send  # queued in the transaction; commit_transaction waits for them all
-            await producer.send_offsets_to_transaction({tp: next_offset}, self.group_id)
-            await producer.commit_transaction()
-        except ProducerFenced:
-            raise
-        except BaseException:
-            if producer._txn_manager is not None and producer._txn_manager.is_in_transaction():
-                await producer.abort_transaction()
-            raise
-
-    async def _commit_at_least_once(
-        self,
-        consumer: AIOKafkaConsumer,
-        tp: TopicPartition,
-        result: Stage1Result,
-        raw: list[RawRecord],
-        next_offset: int,
-    ) -> None:
-        assert self._plain_producer is not None
-        futures = [await send for send in self._outputs(self._plain_producer, result, raw, tp.partition)]
-        await asyncio.gather(*futures)  # every output acknowledged before the offsets move
-        await consumer.commit({tp: next_offset})
+    def _add_closing_outputs(self, outbox: _Outbox, result: Stage1Result, ids: set[str], partition: int) -> None:
+        """What closes a batch: its kpi-partials and the ids it counted."""
+        for partial in result.partials:
+            outbox.add(self.topics.kpi_partials, orjson.dumps(partial), partial["brand"].encode())
+        if ids:
+            outbox.add(self.seen_topic, orjson.dumps(sorted(ids)), None, partition=partition)
 
     def _record_metrics(self, result: Stage1Result, records: int) -> None:
         metrics = self.metrics

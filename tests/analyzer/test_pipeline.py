@@ -263,6 +263,33 @@ def test_empty_batch(stage1: Stage1) -> None:
     assert (result.scored, result.partials, result.dead, result.new_ids) == ([], [], [], [])
 
 
+def test_topics_are_counted_by_the_mention_language() -> None:
+    config = EcouteConfig.model_validate(
+        {
+            "brands": {"acme": {"query": "acme"}},
+            "topics": {
+                "pricing": {"en": ["price"], "fr": ["prix", "trop cher"]},
+                "support": ["support"],
+            },
+        }
+    )
+    batch = records(
+        mention("fr:1", "Acme est trop cher, le support ne répond pas", lang="fr"),
+        mention("fr:2", "Le prix d'Acme a encore augmenté", lang="fr"),
+        mention("en:1", "Acme's prix fixe menu and its support", lang="en"),  # a French term in English text
+        mention("xx:1", "Acme: le prix, c'est trop cher"),  # no lang given: detected
+    )
+    result = Stage1(config).process(batch, never_seen)
+    assert {m.id: (m.lang, m.topics) for m in scored_records(result)} == {
+        "fr:1": ("fr", ["pricing", "support"]),
+        "fr:2": ("fr", ["pricing"]),
+        "en:1": ("en", ["support"]),
+        "xx:1": ("fr", ["pricing"]),
+    }
+    [partial] = result.partials
+    assert (partial["brand"], partial["mentions"], partial["topics"]) == ("acme", 4, {"pricing": 3, "support": 2})
+
+
 # --- stage 2 ---------------------------------------------------------------------------------------
 
 
