@@ -34,8 +34,12 @@ run: $(STAMP) ## start the demo: embedded broker, ingest, analyzer, API, simulat
 bench: $(STAMP) ## analyzer throughput vs a scoring-only loop (see BENCHMARKS.md)
 	$(BIN)/python bench/analyzer_throughput.py
 
+bench-all: $(STAMP) kafka-jars bench ## + two analyzer workers vs one, and worker memory with 100 brands
+	$(BIN)/python bench/analyzer_scaling.py
+	$(BIN)/python bench/analyzer_memory.py
+
 format: $(STAMP) ## format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-.PHONY: help venv kafka-jars lint test run bench format
+.PHONY: help venv kafka-jars lint test run bench bench-all format

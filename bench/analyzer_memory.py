@@ -1,7 +1,7 @@
 """Analyzer memory with 100 brands and a day of mentions: does the worker's RSS stay bounded?
 
     .venv/bin/python bench/analyzer_memory.py [--counts 200000 400000] [--broker kafka|tansu]
-    .venv/bin/python bench/analyzer_memory.py --in-process --counts 200000   # what holds the memory
+    .venv/bin/python bench/analyzer_memory.py --in-process --counts 100000 [--tracemalloc]  # what holds it
 
 For each count: a fresh mentions.raw gets that many posts about 100 brands (`brandNN OR "#brandNN"`),
 published evenly over the last 24 hours (oldest first, so stage 2 fills and prunes 1m, 1h and 1d
@@ -12,7 +12,7 @@ with the mentions read.
 
 --in-process runs pipeline.Stage1 and Stage2 in this process instead (no broker, no Faust), as the
 worker does: a seen-ids set per input partition, a dict of buckets, a state per brand. It prints the
-size of each of those structures and tracemalloc's biggest allocation sites.
+size of each of those structures (and, with --tracemalloc, the biggest allocation sites).
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.analyzer_scaling import Worker, start_worker, stop_workers  # noqa: E402
-from bench.analyzer_throughput import produce_corpus  # noqa: E402
+from bench.analyzer_scaling import Worker, produce_at_once, start_worker, stop_workers, wait_settled  # noqa: E402
 from bench.corpus import brand_names, brands_config, make_corpus  # noqa: E402
 from ecoute.brokers import KafkaCluster, TansuBroker  # noqa: E402
 from schemas import Topics, ensure_topics  # noqa: E402
@@ -78,34 +77,40 @@ def metric(worker: Worker, name: str, labels: str) -> float:
 
 
 def worker_peak(broker: KafkaCluster | TansuBroker, n: int, authors: int, workdir: Path) -> dict[str, float]:
-    """Produce n mentions to fresh topics, run one analyzer over them, return its RSS figures (bytes)."""
+    """Run one analyzer on fresh topics, give it n mentions, return its RSS figures (bytes).
+
+    The worker starts on empty topics, so its idle RSS is the figure once its groups are stable; the
+    peak is the kernel's high-water mark (VmHWM), which no sampling interval can miss.
+    """
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    app_id = f"{prefix}analyzer"
     topics = Topics(prefix)
     asyncio.run(ensure_topics(broker.bootstrap_servers, topics, PARTITIONS))
     corpus = corpus_for(n, authors)
     distinct = len({m["author"]["id"] for m in corpus})
-    print(f"  producing {n} mentions ({distinct} distinct authors) to {topics.mentions_raw} …", flush=True)
-    asyncio.run(produce_corpus(broker.bootstrap_servers, topics.mentions_raw, corpus))
-    del corpus
     config = brands_config(brand_names(BRANDS))
-    worker = start_worker(
-        f"mem-{n}", broker.bootstrap_servers, prefix, f"{prefix}analyzer", config, PARTITIONS, workdir
-    )
+    worker = start_worker(f"mem-{n}", broker.bootstrap_servers, prefix, app_id, config, PARTITIONS, workdir)
     samples: list[tuple[float, int]] = []
     try:
+        wait_settled(broker.bootstrap_servers, app_id, [worker])
+        time.sleep(2.0)
+        idle_rss, _ = rss(worker.pid)
+        print(
+            f"  idle RSS {idle_rss / MIB:.0f} MiB; producing {n} mentions ({distinct} distinct authors) …", flush=True
+        )
+        # In one transaction on Apache Kafka: the worker reads it all as a backlog, the worst case.
+        asyncio.run(
+            produce_at_once(broker.bootstrap_servers, topics.mentions_raw, corpus, isinstance(broker, KafkaCluster))
+        )
+        del corpus
         started = time.monotonic()
-        deadline = started + 600
-        idle_rss = 0
+        deadline = started + 900
         stage1_done_at = None
         while time.monotonic() < deadline:
             worker.check_alive()
             now = time.monotonic() - started
-            current, _ = rss(worker.pid)
-            samples.append((now, current))
-            stage1 = metric(worker, "ecoute_analyzer_mentions_processed_total", 'stage="stage1"')
-            if not stage1:
-                idle_rss = current  # started, nothing processed yet
-            if stage1 >= n:
+            samples.append((now, rss(worker.pid)[0]))
+            if metric(worker, "ecoute_analyzer_mentions_processed_total", 'stage="stage1"') >= n:
                 stage1_done_at = stage1_done_at or now
                 partials_out = metric(worker, "ecoute_analyzer_partials_total", 'direction="out"')
                 stage2 = metric(worker, "ecoute_analyzer_mentions_processed_total", 'stage="stage2"')
@@ -113,14 +118,16 @@ def worker_peak(broker: KafkaCluster | TansuBroker, n: int, authors: int, workdi
                     break
             time.sleep(0.5)
         else:
-            raise RuntimeError(f"the analyzer did not finish within 600 s; see {worker.log}")
+            raise RuntimeError(f"the analyzer did not finish within 900 s; see {worker.log}")
         end_rss, hwm = rss(worker.pid)
-        peak = max(current for _, current in samples)
+        sampled = max(current for _, current in samples)
+        at_stage1_done = max(c for t, c in samples if t <= stage1_done_at)
         print(
-            f"  stage 1 done after {stage1_done_at:.0f} s, stage 2 after {now:.0f} s ({partials_out:.0f} partials)",
+            f"  stage 1 done after {stage1_done_at:.0f} s (RSS up to {at_stage1_done / MIB:.0f} MiB), "
+            f"stage 2 after {now:.0f} s ({partials_out:.0f} partials)",
             flush=True,
         )
-        return {"idle": idle_rss, "peak": max(peak, hwm), "end": end_rss, "seconds": now}
+        return {"idle": idle_rss, "peak": max(sampled, hwm), "end": end_rss, "seconds": now}
     finally:
         stop_workers([worker])
 
@@ -161,7 +168,7 @@ def batches(corpus: list[dict[str, Any]], size: int) -> Iterator[tuple[int, list
             yield partition, records
 
 
-def in_process(n: int, authors: int, workdir: Path) -> None:
+def in_process(n: int, authors: int, workdir: Path, trace: bool) -> None:
     from schemas import load_config
     from services.analyzer.pipeline import Stage1, Stage2, new_brand_state, parse_partial
 
@@ -170,7 +177,8 @@ def in_process(n: int, authors: int, workdir: Path) -> None:
     config = load_config(config_path)
     stage1, stage2 = Stage1(config), Stage2(config)
     corpus = corpus_for(n, authors)
-    tracemalloc.start(5)
+    if trace:
+        tracemalloc.start(1)  # slows the run down several times
     seen: dict[int, set[str]] = {p: set() for p in range(PARTITIONS)}  # scoring.py's `_seen`
     buckets: dict[str, Any] = {}  # the kpi-buckets table
     states: dict[str, dict[str, Any]] = {}  # the brand-state table
@@ -188,19 +196,14 @@ def in_process(n: int, authors: int, workdir: Path) -> None:
             partials += len(items)
     seconds = time.perf_counter() - started
     del corpus
-    snapshot = tracemalloc.take_snapshot()
-    traced, traced_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    snapshot = tracemalloc.take_snapshot() if trace else None
     windows: dict[str, list[int]] = {}
     authors_kept: dict[str, int] = {}
     for key, bucket in buckets.items():
         window = key.split("|")[1]
         windows.setdefault(window, []).append(deep_size(bucket))
         authors_kept[window] = authors_kept.get(window, 0) + len(bucket["authors"])
-    print(
-        f"{n} mentions, {partials} partials, {seconds:.0f} s; "
-        f"traced now {traced / MIB:.0f} MiB, peak {traced_peak / MIB:.0f} MiB"
-    )
+    print(f"{n} mentions, {partials} partials, {seconds:.0f} s; RSS now {rss(os.getpid())[0] / MIB:.0f} MiB")
     print(f"  stage 1 seen-ids sets:   {sum(len(s) for s in seen.values()):>8} ids  {deep_size(seen) / MIB:8.1f} MiB")
     for window, sizes in sorted(windows.items()):
         print(
@@ -208,6 +211,9 @@ def in_process(n: int, authors: int, workdir: Path) -> None:
             f"{sum(sizes) / MIB:8.1f} MiB (largest {max(sizes) / 1024:.0f} KiB)"
         )
     print(f"  brand states:            {len(states):>8}      {deep_size(states) / MIB:8.1f} MiB")
+    if snapshot is None:
+        return
+    tracemalloc.stop()
     print("  tracemalloc, biggest allocation sites:")
     for stat in snapshot.statistics("lineno")[:10]:
         frame = stat.traceback[0]
@@ -220,11 +226,12 @@ def main() -> int:
     parser.add_argument("--authors", type=int, default=1_000_000, help="authors drawn from (most are distinct)")
     parser.add_argument("--broker", choices=["kafka", "tansu"], default="kafka")
     parser.add_argument("--in-process", action="store_true", help="Stage1/Stage2 here, with a memory breakdown")
+    parser.add_argument("--tracemalloc", action="store_true", help="with --in-process: also the allocation sites")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ecoute-bench-memory-"))
     if args.in_process:
         for n in args.counts:
-            in_process(n, args.authors, workdir)
+            in_process(n, args.authors, workdir, args.tracemalloc)
         return 0
     broker = TansuBroker() if args.broker == "tansu" else KafkaCluster()
     broker.start()

@@ -57,6 +57,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine has spent not idle so far (Linux /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
 def broker_pids(broker: KafkaCluster | TansuBroker) -> list[int]:
     if isinstance(broker, TansuBroker):
         return [broker.proc.pid] if broker.proc else []
@@ -217,22 +224,24 @@ class Timing:
     per_worker: list[float]
     stage2: float
     settle_seconds: float
-    # Cores used over the timed span: by all the workers together, and by the broker.
+    # Cores used over the timed span: by all the workers together, by the broker, by everything else.
     worker_cores: float
     broker_cores: float
+    other_cores: float
 
 
 def time_workers(
     workers: Sequence[Worker], n: int, broker: list[int], timeout: float = 300.0
-) -> tuple[float, float, list[float], float, float]:
+) -> tuple[float, float, list[float], tuple[float, float, float]]:
     """Poll the workers' stage-1 counters until they add up to `n`.
 
     The rate counts from the first processed batch seen to the last, like bench/analyzer_throughput.py.
-    Returns (rate, seconds, per-worker counts, cores the workers used, cores the broker used) over that span.
+    Returns (rate, seconds, per-worker counts, and the cores used over that span by the workers, by the
+    broker, and by anything else on the machine).
     """
     deadline = time.monotonic() + timeout
     first_at = first_total = None
-    cpu_at_first = (0.0, 0.0)
+    cpu_at_first = (0.0, 0.0, 0.0)
     while time.monotonic() < deadline:
         for worker in workers:
             worker.check_alive()
@@ -241,13 +250,19 @@ def time_workers(
         total = sum(counts)
         if total and first_at is None:
             first_at, first_total = now, total
-            cpu_at_first = (sum(cpu_seconds(w.pid) for w in workers), sum(cpu_seconds(p) for p in broker))
+            cpu_at_first = (
+                sum(cpu_seconds(w.pid) for w in workers),
+                sum(cpu_seconds(p) for p in broker),
+                machine_busy_seconds(),
+            )
         if total >= n:
             assert first_at is not None and first_total is not None
             seconds = max(now - first_at, 1e-9)
             worker_cpu = sum(cpu_seconds(w.pid) for w in workers) - cpu_at_first[0]
             broker_cpu = sum(cpu_seconds(p) for p in broker) - cpu_at_first[1]
-            return (total - first_total) / seconds, seconds, counts, worker_cpu / seconds, broker_cpu / seconds
+            other_cpu = machine_busy_seconds() - cpu_at_first[2] - worker_cpu - broker_cpu
+            cores = (worker_cpu / seconds, broker_cpu / seconds, max(0.0, other_cpu) / seconds)
+            return (total - first_total) / seconds, seconds, counts, cores
         time.sleep(0.1)
     raise RuntimeError(f"the workers did not process {n} mentions within {timeout:.0f} s")
 
@@ -278,9 +293,9 @@ def run(
         time.sleep(2.0)  # Faust's recovery of the (empty) tables after the assignment
         print(f"  groups stable after {settle:.1f} s; producing {len(corpus)} mentions …", flush=True)
         asyncio.run(produce_at_once(broker_bootstrap, topics.mentions_raw, corpus, transactional))
-        rate, seconds, counts, worker_cores, broker_cores = time_workers(workers, len(corpus), broker_pids(broker))
+        rate, seconds, counts, cores = time_workers(workers, len(corpus), broker_pids(broker))
         stage2 = sum(w.processed("stage2") for w in workers)
-        return Timing(rate, seconds, counts, stage2, settle, worker_cores, broker_cores)
+        return Timing(rate, seconds, counts, stage2, settle, *cores)
     finally:
         stop_workers(workers)
 
@@ -309,7 +324,8 @@ def main() -> int:
                 print(
                     f"  {n_workers} worker(s): {timing.rate:8.0f} mentions/s ({timing.seconds:.1f} s; "
                     f"stage 1 records per worker {shares}; stage 2 read {timing.stage2:.0f} partials; "
-                    f"cores used: workers {timing.worker_cores:.2f}, broker {timing.broker_cores:.2f})",
+                    f"cores used: workers {timing.worker_cores:.2f}, broker {timing.broker_cores:.2f}, "
+                    f"the rest of the machine {timing.other_cores:.2f})",
                     flush=True,
                 )
             ratio = results[2].rate / results[1].rate

@@ -116,7 +116,7 @@ async def scored_rate(bootstrap: str, topic: str) -> float:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             for records in (await consumer.getmany(timeout_ms=1000, max_records=50_000)).values():
                 stamps.extend(r.timestamp for r in records)
     finally:

@@ -294,6 +294,12 @@ def main() -> int:
     parser.add_argument("--spikes", type=int, default=10, help="alert latency samples (default 10)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the topics (default 4)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory with the service logs")
+    parser.add_argument(
+        "--py-spy",
+        metavar="PY_SPY",
+        help="profile the API during the measured wrk run with this py-spy executable (raw samples written next "
+        "to the logs, kept); the sampler takes CPU too, so report figures from runs without it",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -384,10 +390,23 @@ def main() -> int:
         pids = {service.name: service.proc.pid for service in services}
         pids.update({f"kafka{node.node_id}": node.proc.pid for node in kafka.nodes if node.proc is not None})
         meter = CpuMeter(pids)
+        profiler = None
+        if args.py_spy:
+            args.keep = True
+            profile = workdir / "api-profile.txt"
+            record = ["record", "-p", str(api.proc.pid), "-f", "raw", "-o", str(profile), "-d", str(args.duration)]
+            profiler = subprocess.Popen(
+                [args.py_spy, *record, "--nonblocking"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         before, t0 = processed(), time.monotonic()
         meter.start()
         load = run_wrk(url, args.duration, args.threads, args.connections, script)
         cpu = meter.stop()
+        if profiler is not None:
+            profiler.wait(timeout=60)
+            print(f"profile of the API during the wrk run (py-spy raw samples): {profile}")
         flow = (processed() - before) / (time.monotonic() - t0)
         errors = sum(
             int(load[k]) for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts")

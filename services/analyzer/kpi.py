@@ -5,7 +5,10 @@ partial it has already applied (recognised by its origin), so replays never doub
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +18,13 @@ from services.analyzer.alerts import MAX_INFLUENCERS, MAX_KEYWORD_HITS, MentionF
 
 WINDOW_SECONDS: dict[str, int] = {"1m": 60, "1h": 3600, "1d": 86400}
 SAMPLES_PER_BUCKET = 5
+# A window bucket counts its distinct authors exactly, by their ids, up to EXACT_AUTHORS; past that a
+# HyperLogLog sketch (2**AUTHOR_SKETCH_BITS one-byte registers, ~1.6% standard error, ~5.5 KB in the
+# table) counts them, and the bucket keeps AUTHOR_EVIDENCE ids for alert evidence. Without it a busy
+# brand's day bucket held every author id it ever saw, in memory and in each changelog write.
+EXACT_AUTHORS = 256
+AUTHOR_SKETCH_BITS = 12
+AUTHOR_EVIDENCE = 10
 
 
 def epoch(ts: datetime) -> int:
@@ -186,7 +196,8 @@ def mark_applied(applied: dict[str, Any], partial: dict[str, Any]) -> None:
 
 
 def new_bucket() -> dict[str, Any]:
-    # Besides the counters: evidence for alerts (authors, sample URLs, crisis terms seen).
+    # Besides the counters: evidence for alerts (authors, sample URLs, crisis terms seen). Once the
+    # authors outgrow EXACT_AUTHORS, "authors_sketch" (base64 registers) counts them instead.
     return {**new_counters(), "authors": [], "samples": [], "negative_samples": [], "terms": {}}
 
 
@@ -194,7 +205,7 @@ def fold_partial(bucket: dict[str, Any], partial: dict[str, Any]) -> None:
     """Add a partial's counters, authors and samples to one window bucket (in place)."""
     add_counters(bucket, partial)
     if partial.get("authors"):
-        bucket["authors"] = sorted(set(bucket["authors"]).union(partial["authors"]))
+        _fold_authors(bucket, partial["authors"])
     for name in ("samples", "negative_samples"):
         kept = bucket.setdefault(name, [])
         room = SAMPLES_PER_BUCKET - len(kept)
@@ -204,6 +215,91 @@ def fold_partial(bucket: dict[str, Any], partial: dict[str, Any]) -> None:
     for mention in partial.get("keywords", []):
         for term in mention["terms"]:
             terms[term] = terms.get(term, 0) + 1
+
+
+def _fold_authors(bucket: dict[str, Any], authors: list[str]) -> None:
+    sketch = bucket.get("authors_sketch")
+    if sketch is None:
+        merged = set(bucket["authors"]).union(authors)
+        if len(merged) <= EXACT_AUTHORS:
+            bucket["authors"] = sorted(merged)
+            return
+        # Too many to keep: from now on the sketch counts them, and a few stay as evidence.
+        registers = bytearray(1 << AUTHOR_SKETCH_BITS)
+        kept = sorted(merged)
+        bucket["authors"] = kept[:AUTHOR_EVIDENCE]
+        authors = kept
+    else:
+        registers = bytearray(base64.b64decode(sketch))
+    for author in authors:
+        _sketch_add(registers, author)
+    bucket["authors_sketch"] = base64.b64encode(registers).decode("ascii")
+
+
+def _sketch_add(registers: bytearray, author: str) -> None:
+    """HyperLogLog: the first bits of the author's hash pick a register, which keeps the longest run
+    of leading zeros (plus one) seen in the rest."""
+    hashed = int.from_bytes(hashlib.blake2b(author.encode(), digest_size=8).digest(), "big")
+    rest_bits = 64 - AUTHOR_SKETCH_BITS
+    index = hashed >> rest_bits
+    rank = rest_bits - (hashed & ((1 << rest_bits) - 1)).bit_length() + 1
+    if rank > registers[index]:
+        registers[index] = rank
+
+
+def _sketch_count(registers: bytes) -> float:
+    """Otmar Ertl's improved HyperLogLog estimator ("New cardinality estimation algorithms for
+    HyperLogLog sketches", 2017): no bias correction tables, no switch between estimators."""
+    m = len(registers)
+    q = 64 - AUTHOR_SKETCH_BITS
+    # How many registers hold each rank; ranks stay small (~log2 of the count): stop once all are counted.
+    histogram = [0] * (q + 2)
+    counted = 0
+    for rank in range(q + 2):
+        histogram[rank] = registers.count(rank)
+        counted += histogram[rank]
+        if counted == m:
+            break
+    z = m * _tau(1 - histogram[q + 1] / m)
+    for k in range(q, 0, -1):
+        z = 0.5 * (z + histogram[k])
+    z += m * _sigma(histogram[0] / m)
+    return m * m / (2 * math.log(2)) / z
+
+
+def _sigma(x: float) -> float:
+    if x == 1.0:
+        return math.inf
+    y, z = 1.0, x
+    while True:
+        x *= x
+        previous = z
+        z += x * y
+        y += y
+        if z == previous:
+            return z
+
+
+def _tau(x: float) -> float:
+    if x in (0.0, 1.0):
+        return 0.0
+    y, z = 1.0, 1 - x
+    while True:
+        x = math.sqrt(x)
+        previous = z
+        y *= 0.5
+        z -= (1 - x) ** 2 * y
+        if z == previous:
+            return z / 3
+
+
+def unique_authors(bucket: dict[str, Any]) -> int:
+    """Distinct authors of a bucket: exact up to EXACT_AUTHORS, estimated (~1.6%) past it."""
+    sketch = bucket.get("authors_sketch")
+    if sketch is None:
+        return len(bucket["authors"])
+    # The sketch is only started past EXACT_AUTHORS: never report fewer than were counted exactly.
+    return max(round(_sketch_count(base64.b64decode(sketch))), EXACT_AUTHORS + 1)
 
 
 def bucket_key(brand: str, window: str, start: int) -> str:
@@ -219,6 +315,6 @@ def to_kpi(brand: str, window: str, start: int, bucket: dict[str, Any], updated_
         "start": from_epoch(start),
         "end": from_epoch(start + WINDOW_SECONDS[window]),
         **{name: copy.deepcopy(bucket[name]) for name in new_counters()},
-        "unique_authors": len(bucket["authors"]),
+        "unique_authors": unique_authors(bucket),
         "updated_at": updated_at,
     }

@@ -6,6 +6,9 @@ from `schemas.topics`); it waits for the pipeline's topics without creating them
 No consumer group: each API replica reads everything itself (assign, not subscribe), so any replica
 answers for every brand and a restart loses nothing. Ready once every partition has reached the end
 offset it had when this consumer started; it keeps consuming live afterwards.
+
+The consumer shares the event loop with the HTTP requests: each scored mention is parsed and validated once
+for every view, and records are applied in slices of a few milliseconds with the loop handed back in between.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ ACTIONS = "alerts.actions"
 DELIVERIES = "webhooks.deliveries"
 OWN_VIEW_TOPICS = frozenset({KPI_SNAPSHOTS, MENTIONS_SCORED, ALERTS, ACTIONS, DELIVERIES})
 EVICT_EVERY_SECONDS = 60.0
+# Records fetched at once: building the records of one fetch holds the event loop.
+MAX_RECORDS = 500
+# The consumer hands the event loop back to HTTP requests after applying records for this long.
+APPLY_SLICE_SECONDS = 0.002
 
 
 class MalformedRecord(ValueError):
@@ -67,13 +74,17 @@ def describe_error(exc: Exception) -> str:
 @dataclass(frozen=True)
 class RecordSink:
     """Another view fed from the same consumer: `apply(topic, key, value, now)` for records of `topics`
-    (unprefixed names); it raises on a record it cannot use (logged with topic/partition/offset, then skipped)."""
+    (unprefixed names); it raises on a record it cannot use (logged with topic/partition/offset, then skipped).
+
+    With `apply_mention`, a sink reading mentions.scored gets the mention the consumer already parsed and
+    validated (each record is parsed once for every view) instead of the raw record."""
 
     name: str
     topics: frozenset[str]
     apply: Callable[[str, bytes | None, bytes | None, datetime], object]
     evict: Callable[[datetime], int] | None = None
     sizes: Callable[[], dict[str, int]] | None = None
+    apply_mention: Callable[[ScoredMention, datetime], object] | None = None
 
 
 class ViewConsumer:
@@ -106,6 +117,8 @@ class ViewConsumer:
         }
         self.own_topics = [topics.alerts_actions, topics.webhooks_deliveries]
         self.sinks = list(sinks)
+        self._mention_sinks = [sink for sink in self.sinks if MENTIONS_SCORED in sink.topics]
+        self._mentions_applied = metrics.view_records.labels(MENTIONS_SCORED)
         for sink in self.sinks:
             for name in sink.topics:
                 if name not in self.names.values():
@@ -208,11 +221,19 @@ class ViewConsumer:
             await self._check_ready(consumer)
             last_evict = time.monotonic()
             while True:
-                batch: dict[TopicPartition, list[Any]] = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                batch: dict[TopicPartition, list[Any]] = await consumer.getmany(
+                    timeout_ms=1000, max_records=MAX_RECORDS
+                )
                 now = self.clock()
+                slice_end = time.perf_counter() + APPLY_SLICE_SECONDS
                 for tp, records in batch.items():
                     for record in records:
                         self._apply(record, now)
+                        if time.perf_counter() > slice_end:
+                            # Let waiting requests run: a long batch must not stall every answer behind it.
+                            await asyncio.sleep(0)
+                            now = self.clock()
+                            slice_end = time.perf_counter() + APPLY_SLICE_SECONDS
                     if records:
                         self._positions[tp] = records[-1].offset + 1
                 if self._pending:
@@ -276,6 +297,9 @@ class ViewConsumer:
 
     def _apply(self, record: Any, now: datetime) -> None:
         topic = self.names[record.topic]
+        if topic == MENTIONS_SCORED:
+            self._apply_mention(record, now)
+            return
         own = topic in OWN_VIEW_TOPICS
         for sink in self.sinks:
             if topic in sink.topics:
@@ -298,8 +322,6 @@ class ViewConsumer:
         try:
             if topic == KPI_SNAPSHOTS:
                 self._apply_kpi(record, now)
-            elif topic == MENTIONS_SCORED:
-                self.views.apply_scored(load(ScoredMention, self._value(record)), now)
             elif topic == ACTIONS:
                 self.views.apply_action(parse_action(record.key, record.value))
             elif topic == DELIVERIES:
@@ -334,6 +356,49 @@ class ViewConsumer:
             )
             return
         self.metrics.view_records.labels(topic).inc()
+
+    def _apply_mention(self, record: Any, now: datetime) -> None:
+        """Parse and validate a scored mention once, then hand it to every view that reads them."""
+        try:
+            mention = load(ScoredMention, self._value(record))
+        except (MalformedRecord, ValidationError) as exc:
+            self.metrics.view_bad_records.labels(MENTIONS_SCORED).inc()
+            logger.warning(
+                "skipping malformed record on %s partition %d offset %d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                describe_error(exc),
+            )
+            return
+        for sink in self._mention_sinks:
+            try:
+                if sink.apply_mention is not None:
+                    sink.apply_mention(mention, now)
+                else:
+                    sink.apply(MENTIONS_SCORED, record.key, record.value, now)
+            except Exception as exc:
+                # A valid mention that one view cannot take: that view misses it, the others still get it.
+                logger.warning(
+                    "%s views skip the record on %s partition %d offset %d: %s",
+                    sink.name,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    describe_error(exc),
+                )
+        try:
+            self.views.apply_scored(mention, now)
+        except Exception:
+            self.metrics.view_bad_records.labels(MENTIONS_SCORED).inc()
+            logger.exception(
+                "could not apply record on %s partition %d offset %d; skipped",
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            return
+        self._mentions_applied.inc()
 
     @staticmethod
     def _value(record: Any) -> bytes:

@@ -27,6 +27,8 @@ RollingWindow = Literal["1m", "5m", "1h", "24h"]
 ROLLING_WINDOWS: tuple[str, ...] = get_args(RollingWindow)
 WINDOW_MINUTES: dict[str, int] = {"1m": 1, "5m": 5, "1h": 60, "24h": 1440}
 MINUTE = timedelta(minutes=1)
+# At most this many (brand, window) JSON answers are cached (every brand seen is a handful of keys).
+KPI_JSON_KEPT = 10_000
 
 
 def floor_minute(moment: datetime) -> datetime:
@@ -222,6 +224,12 @@ class Views:
         self._buckets: dict[str, dict[datetime, Kpi]] = {}
         # brand -> author id -> published_at of that author's latest mention
         self._authors: dict[str, dict[str, datetime]] = {}
+        # brand -> minute -> authors whose latest mention falls in it (unique_authors without a scan)
+        self._author_minutes: dict[str, dict[datetime, int]] = {}
+        # brand -> a number that moves whenever an answer of `kpis` may change (besides the minute rolling over)
+        self._kpi_versions: dict[str, int] = {}
+        # (brand, window) -> (version, current minute, the JSON answer of `kpis`)
+        self._kpi_json: dict[tuple[str, str], tuple[int, datetime, bytes]] = {}
         self._mentions: dict[str, _BrandMentions] = {}
         self._alerts: dict[str, Alert] = {}
         self._alert_order: list[tuple[datetime, str]] = []
@@ -235,19 +243,45 @@ class Views:
     def _cutoff(self, now: datetime | None) -> datetime:
         return floor_minute(now or utc_now()) - self.retention
 
+    def _kpis_changed(self, brand: str) -> None:
+        self._kpi_versions[brand] = self._kpi_versions.get(brand, 0) + 1
+
+    def _see_author(self, brand: str, author: str, published_at: datetime) -> None:
+        """Move the author's latest sighting forward; the per-minute counts change only across minutes."""
+        authors = self._authors.setdefault(brand, {})
+        last = authors.get(author)
+        if last is not None and published_at <= last:
+            return
+        authors[author] = published_at
+        minute = floor_minute(published_at)
+        old_minute = floor_minute(last) if last is not None else None
+        if minute == old_minute:
+            return
+        counts = self._author_minutes.setdefault(brand, {})
+        if old_minute is not None:
+            left = counts[old_minute] - 1
+            if left:
+                counts[old_minute] = left
+            else:
+                del counts[old_minute]
+        counts[minute] = counts.get(minute, 0) + 1
+        self._kpis_changed(brand)
+
     def apply_kpi(self, kpi: Kpi, now: datetime | None = None) -> bool:
         """Keep a 1m snapshot, replacing any earlier one of the same bucket; False if not kept."""
         self._seen.add(kpi.brand)
         if kpi.window != "1m" or kpi.start < self._cutoff(now):
             return False  # hourly/daily snapshots are not needed for rolling totals
         self._buckets.setdefault(kpi.brand, {})[kpi.start] = kpi
+        self._kpis_changed(kpi.brand)
         return True
 
     def delete_kpi(self, brand: str, window: str, start: datetime) -> bool:
         """A tombstone on the compacted topic: forget that snapshot."""
-        if window != "1m":
+        if window != "1m" or self._buckets.get(brand, {}).pop(start, None) is None:
             return False
-        return self._buckets.get(brand, {}).pop(start, None) is not None
+        self._kpis_changed(brand)
+        return True
 
     def apply_scored(self, mention: ScoredMention, now: datetime | None = None) -> bool:
         """Record a scored mention; True if it changed the list of recent mentions."""
@@ -255,10 +289,7 @@ class Views:
         self._seen.add(brand)
         author = mention.author.id or mention.author.handle
         if author and mention.published_at >= self._cutoff(now):
-            authors = self._authors.setdefault(brand, {})
-            last = authors.get(author)
-            if last is None or mention.published_at > last:
-                authors[author] = mention.published_at
+            self._see_author(brand, author, mention.published_at)
         if answer_reasons(mention):
             inbox = self._inbox.get(brand)
             if inbox is None:
@@ -307,16 +338,23 @@ class Views:
         """Drop minute buckets and author sightings older than the retention; returns how many went."""
         cutoff = self._cutoff(now)
         dropped = 0
-        for buckets in self._buckets.values():
+        for brand, buckets in self._buckets.items():
             old = [start for start in buckets if start < cutoff]
             for start in old:
                 del buckets[start]
             dropped += len(old)
-        for authors in self._authors.values():
+            if old:
+                self._kpis_changed(brand)
+        for brand, authors in self._authors.items():
             gone = [author for author, seen in authors.items() if seen < cutoff]
             for author in gone:
                 del authors[author]
             dropped += len(gone)
+            counts = self._author_minutes.get(brand, {})
+            for minute in [minute for minute in counts if minute < cutoff]:
+                del counts[minute]
+            if gone:
+                self._kpis_changed(brand)
         # Old marks whose alert or mention the views no longer keep serve nothing (the topic still has them).
         stale_acks = [key for key, ack in self._acks.items() if ack.at < cutoff and key not in self._alerts]
         for key in stale_acks:
@@ -370,7 +408,7 @@ class Views:
             sources.update(kpi.sources)
             if updated_at is None or kpi.updated_at > updated_at:
                 updated_at = kpi.updated_at
-        unique_authors = sum(1 for seen in self._authors.get(brand, {}).values() if seen >= start)
+        unique_authors = sum(n for minute, n in self._author_minutes.get(brand, {}).items() if minute >= start)
         return RollingKpi(
             brand=brand,
             window=window,
@@ -390,6 +428,22 @@ class Views:
             unique_authors=unique_authors,
             updated_at=updated_at,
         )
+
+    def kpis_json(self, brand: str, window: str, now: datetime | None = None) -> bytes:
+        """`kpis` as JSON bytes, computed again only once the brand's data has changed or the minute rolled over.
+
+        Exact: the answer depends only on the brand's buckets, its per-minute author counts and the current
+        minute, and every change of the first two moves the brand's version.
+        """
+        current = floor_minute(now or utc_now())
+        version = self._kpi_versions.get(brand, 0)
+        cached = self._kpi_json.get((brand, window))
+        if cached is not None and cached[0] == version and cached[1] == current:
+            return cached[2]
+        answer = self.kpis(brand, window, current).model_dump_json().encode()
+        if len(self._kpi_json) < KPI_JSON_KEPT or (brand, window) in self._kpi_json:
+            self._kpi_json[(brand, window)] = (version, current, answer)
+        return answer
 
     def mentions(self, brand: str, limit: int = 50, sentiment: SentimentLabel | None = None) -> list[ScoredMention]:
         """The brand's newest mentions (by published_at) first, optionally of one sentiment."""

@@ -305,3 +305,58 @@ def test_add_counters_adds_every_counter() -> None:
     assert into["topics"] == {"a": 2}
     assert into["sources"] == {"rss": 6}
     assert kpi.bucket_key("acme", "1m", 60) == "acme|1m|60"
+
+
+# --- stage 2: distinct authors of a bucket ---------------------------------------------------------
+
+
+def authors_partial(authors: list[str]) -> dict[str, Any]:
+    return {**kpi.new_counters(), "authors": authors, "samples": []}
+
+
+def fold_authors(bucket: dict[str, Any], authors: list[str], per_partial: int = 50) -> None:
+    for i in range(0, len(authors), per_partial):
+        kpi.fold_partial(bucket, authors_partial(authors[i : i + per_partial]))
+
+
+def test_bucket_counts_authors_exactly_up_to_the_limit() -> None:
+    bucket = kpi.new_bucket()
+    authors = [f"u{i:04d}" for i in range(kpi.EXACT_AUTHORS)]
+    fold_authors(bucket, authors)
+    fold_authors(bucket, authors[:100])  # the same authors again count once
+    assert bucket["authors"] == authors
+    assert "authors_sketch" not in bucket
+    assert kpi.to_kpi("acme", "1d", T0_EPOCH, bucket, T0)["unique_authors"] == kpi.EXACT_AUTHORS
+
+
+def test_past_the_limit_a_sketch_counts_authors_in_constant_space() -> None:
+    bucket = kpi.new_bucket()
+    fold_authors(bucket, [f"u{i}" for i in range(kpi.EXACT_AUTHORS + 1)])
+    assert kpi.unique_authors(bucket) == kpi.EXACT_AUTHORS + 1  # never below what was counted exactly
+    assert len(bucket["authors"]) == kpi.AUTHOR_EVIDENCE  # a few ids stay, for alert evidence
+    size = len(orjson.dumps(bucket))
+    fold_authors(bucket, [f"u{i}" for i in range(50_000)])
+    assert len(orjson.dumps(bucket)) == size
+    assert kpi.unique_authors(bucket) == pytest.approx(50_000, rel=0.05)
+    before = kpi.unique_authors(bucket)
+    fold_authors(bucket, [f"u{i}" for i in range(0, 50_000, 7)])  # seen before: nothing new
+    assert kpi.unique_authors(bucket) == before
+
+
+@pytest.mark.parametrize("n", [300, 1_000, 5_000, 12_000, 40_000, 200_000])
+def test_sketch_estimate_is_within_a_few_percent(n: int) -> None:
+    bucket = kpi.new_bucket()
+    fold_authors(bucket, [f"author-{n}-{i}" for i in range(n)], per_partial=500)
+    # ~1.6% standard error with 4,096 registers: 5% is three standard errors.
+    assert kpi.unique_authors(bucket) == pytest.approx(n, rel=0.05)
+
+
+def test_sketched_bucket_survives_the_changelog_and_merges_with_repeats() -> None:
+    bucket = kpi.new_bucket()
+    fold_authors(bucket, [f"u{i}" for i in range(3_000)])
+    restored = orjson.loads(orjson.dumps(bucket))  # the bucket lives in a Faust table, as JSON
+    fold_authors(restored, [f"u{i}" for i in range(2_000, 6_000)])
+    assert kpi.unique_authors(restored) == pytest.approx(6_000, rel=0.05)
+    record = kpi.to_kpi("acme", "1d", T0_EPOCH, restored, T0)
+    assert load(Kpi, orjson.dumps(record)).unique_authors == kpi.unique_authors(restored)
+    assert "authors_sketch" not in record

@@ -22,7 +22,7 @@ from services.api.actions import (
     handled_key,
     parse_action,
 )
-from services.api.auth import KeyRing, RateLimiter
+from services.api.auth import KeyRing, RateLimiter, bearer_token
 from services.api.views import Views, is_question
 from services.api.webhooks import (
     DeliveryLog,
@@ -60,6 +60,14 @@ def test_keyring_finds_the_key_role_and_brands_and_refuses_others() -> None:
         KeyRing([ApiKey(key="k"), ApiKey(key="k", role="admin")])
     with pytest.raises(ConfigError, match="brands is empty"):
         KeyRing([ApiKey(key="k", brands=[])])
+
+
+def test_bearer_token_is_read_as_httpbearer_reads_it() -> None:
+    assert bearer_token("Bearer k-1") == "k-1"
+    assert bearer_token("bearer   k-1  ") == "k-1"  # the scheme in any case, blanks around the key ignored
+    assert bearer_token("Basic a2V5") is None
+    assert bearer_token("Bearer") is None and bearer_token("Bearer ") is None
+    assert bearer_token("") is None and bearer_token(None) is None
 
 
 def test_token_bucket_allows_the_burst_then_the_rate() -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 import pytest
 
 from services.api.fanout import AlertFanout
@@ -140,6 +143,80 @@ def test_unique_authors_count_each_author_once_by_last_sighting() -> None:
     # An older sighting arriving late does not move alice's last sighting back.
     views.apply_scored(scored("acme", "m8", M0 - 3 * 60 * MINUTE, author="alice"), NOW)
     assert views.kpis("acme", "1m", NOW).unique_authors == 1
+
+
+def test_unique_authors_from_minute_counts_match_a_scan_of_every_sighting() -> None:
+    rng = random.Random(7)
+    views = Views()
+    last: dict[str, datetime] = {}
+    for i in range(2000):
+        author = f"a{rng.randrange(150)}"
+        published = M0 - timedelta(seconds=rng.randrange(26 * 3600)) + timedelta(seconds=30)
+        views.apply_scored(scored("acme", f"m{i}", published, author=author), NOW)
+        if published >= M0 - timedelta(hours=25) and published > last.get(author, published - MINUTE):
+            last[author] = published
+    for window in ("1m", "5m", "1h", "24h"):
+        start, _ = window_bounds(window, NOW)
+        assert views.kpis("acme", window, NOW).unique_authors == sum(1 for seen in last.values() if seen >= start)
+
+
+def test_cached_kpis_json_changes_with_a_new_mention_a_new_snapshot_and_the_minute() -> None:
+    views = Views()
+    views.apply_kpi(kpi("acme", M0, mentions=3), NOW)
+    views.apply_scored(scored("acme", "m1", M0, author="alice"), NOW)
+
+    def answer(at: datetime = NOW, window: str = "1h") -> dict[str, Any]:
+        body = views.kpis_json("acme", window, at)
+        assert body == views.kpis("acme", window, at).model_dump_json().encode()  # the uncached answer, exactly
+        parsed: dict[str, Any] = orjson.loads(body)
+        return parsed
+
+    first = views.kpis_json("acme", "1h", NOW)
+    assert views.kpis_json("acme", "1h", NOW + timedelta(seconds=3)) is first  # same data, same minute: cached
+    assert (answer()["mentions"], answer()["unique_authors"]) == (3, 1)
+
+    # A mention by a new author changes the count at once.
+    views.apply_scored(scored("acme", "m2", M0, author="bob"), NOW)
+    assert answer()["unique_authors"] == 2
+    # A mention of someone already counted in the same minute leaves the cached answer as it is.
+    cached = views.kpis_json("acme", "1h", NOW)
+    views.apply_scored(scored("acme", "m3", M0 + timedelta(seconds=5), author="bob"), NOW)
+    assert views.kpis_json("acme", "1h", NOW) is cached
+    # A republished snapshot, a deleted one.
+    views.apply_kpi(kpi("acme", M0, mentions=5), NOW)
+    assert answer()["mentions"] == 5
+    views.apply_kpi(kpi("acme", M0 - MINUTE, mentions=2), NOW)
+    assert answer()["mentions"] == 7 and answer(window="1m")["mentions"] == 5
+    views.delete_kpi("acme", "1m", M0 - MINUTE)
+    assert answer()["mentions"] == 5
+    # Another brand's data does not touch acme's answer.
+    cached = views.kpis_json("acme", "1h", NOW)
+    views.apply_kpi(kpi("globex", M0, mentions=9), NOW)
+    views.apply_scored(scored("globex", "g1", M0, author="carol"), NOW)
+    assert views.kpis_json("acme", "1h", NOW) is cached
+
+    # The minute rolls over: the windows move although no record arrived.
+    next_minute = M0 + MINUTE
+    rolled = answer(next_minute, "1m")
+    assert (rolled["start"], rolled["mentions"], rolled["unique_authors"]) == ("2025-03-14T12:35:00Z", 0, 0)
+    assert answer(next_minute)["start"] == "2025-03-14T11:36:00Z"
+    # An hour later, the 12:34 bucket and both authors have left the 1h window.
+    later = answer(M0 + 60 * MINUTE)
+    assert (later["mentions"], later["unique_authors"]) == (0, 0)
+    assert answer(M0 + 60 * MINUTE, "24h")["mentions"] == 5
+
+
+def test_eviction_moves_the_cached_kpis() -> None:
+    views = Views(retention=timedelta(hours=25))
+    views.apply_kpi(kpi("acme", M0 - timedelta(hours=24, minutes=30), mentions=2), NOW)
+    views.apply_scored(scored("acme", "m1", M0 - timedelta(hours=24, minutes=30), author="alice"), NOW)
+    later = NOW + timedelta(minutes=10)
+    before = orjson.loads(views.kpis_json("acme", "24h", later))
+    assert (before["mentions"], before["unique_authors"]) == (0, 0)  # outside 24h, still retained
+    assert views.evict(NOW + timedelta(hours=1)) == 2
+    assert views.sizes()["authors"] == 0
+    views.apply_scored(scored("acme", "m2", M0, author="alice"), NOW)  # alice is new again after eviction
+    assert orjson.loads(views.kpis_json("acme", "24h", later))["unique_authors"] == 1
 
 
 def test_author_sightings_are_evicted_after_retention() -> None:
