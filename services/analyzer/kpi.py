@@ -88,6 +88,9 @@ class PartialBuilder:
     flags: MentionFlags | None = None
     influencers: list[dict[str, Any]] = field(default_factory=list)
     keywords: list[dict[str, Any]] = field(default_factory=list)
+    # Once MAX_INFLUENCERS are kept, an author with fewer followers than the last of them can't
+    # make the top: not even looked at.
+    influencer_floor: int = 0
 
     def add(self, scored: dict[str, Any]) -> None:
         c = self.counters
@@ -116,11 +119,15 @@ class PartialBuilder:
 
     def _flag(self, scored: dict[str, Any], flags: MentionFlags) -> None:
         influencer, terms = flags.flag(scored)
+        influencer = influencer and (scored.get("reach") or 0) >= self.influencer_floor
         if not influencer and not terms:
             return
         flagged = flagged_mention(scored, terms)
         if influencer:
             self.influencers.append(flagged)
+            if len(self.influencers) >= 2 * MAX_INFLUENCERS:
+                self.influencers = self._top_influencers()
+                self.influencer_floor = self.influencers[-1]["followers"]
         if terms and len(self.keywords) < MAX_KEYWORD_HITS:
             self.keywords.append(flagged)
 

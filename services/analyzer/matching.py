@@ -15,10 +15,6 @@ from schemas.config import ANY_LANGUAGE, TopicTerms
 from services.analyzer.query import Facts, Node, QueryError, filter_fields, normalise_term, parse_query
 
 
-def _is_word_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
-
-
 class TermFinder:
     """All terms of a vocabulary found in a text in one pass of an Aho-Corasick automaton.
 
@@ -49,9 +45,15 @@ class TermFinder:
         last = len(norm) - 1
         for end, (length, keys) in self._automaton.iter(norm):
             start = end - length + 1
-            if start > 0 and (_is_word_char(norm[start - 1]) or norm[start - 1] in "#@"):
-                continue
-            whole_word = end >= last or not _is_word_char(norm[end + 1])
+            if start > 0:
+                before = norm[start - 1]
+                if before.isalnum() or before in "_#@":  # inside a word, or the tail of a #tag/@handle
+                    continue
+            if end < last:
+                after = norm[end + 1]
+                whole_word = not (after.isalnum() or after == "_")
+            else:
+                whole_word = True
             for key, prefix in keys:
                 if prefix or whole_word:
                     found.add(key)
@@ -75,12 +77,16 @@ class BrandMatcher:
             except QueryError as exc:
                 raise QueryError(exc.query, exc.position, f"brand {brand!r}: {exc.reason}") from None
         self._finder = TermFinder(t for node in self.queries.values() for t in node.terms())
+        self.terms: list[str] = self._finder.terms
         self._brand_terms = {brand: node.terms() for brand, node in self.queries.items()}
         self.filter_fields: set[str] = set().union(*(filter_fields(n) for n in self.queries.values()))
 
     def match(self, text: str, facts: Facts | None = None) -> list[BrandMatch]:
         """Brands whose query holds for `text`; `facts` gives the fields filters read (lang, source, site, author)."""
-        found = self._finder.find(text)
+        return self.match_terms(self._finder.find(text), facts)
+
+    def match_terms(self, found: set[str], facts: Facts | None = None) -> list[BrandMatch]:
+        """Brands whose query holds for a text in which a TermFinder (of at least `terms`) found `found`."""
         if not found:
             return []
         return [
@@ -111,12 +117,19 @@ class TopicClassifier:
                 for word in words:
                     self._topics_of.setdefault(normalise_term(word), {}).setdefault(lang, set()).add(topic)
         self._finder = TermFinder(self._topics_of)
+        self.terms: list[str] = self._finder.terms
 
     def classify(self, text: str, lang: str | None = None) -> list[str]:
         """Sorted topics of `text`, written in `lang` (an ISO 639-1 code; None: unknown)."""
+        return self.classify_terms(self._finder.find(text), lang)
+
+    def classify_terms(self, found: set[str], lang: str | None = None) -> list[str]:
+        """Sorted topics of a text in which a TermFinder (of at least `terms`) found `found`."""
         topics: set[str] = set()
-        for term in self._finder.find(text):
-            by_language = self._topics_of[term]
+        for term in found:
+            by_language = self._topics_of.get(term)
+            if by_language is None:  # another vocabulary's term
+                continue
             topics.update(by_language.get(ANY_LANGUAGE, ()))
             if lang and lang != ANY_LANGUAGE:
                 topics.update(by_language.get(lang, ()))

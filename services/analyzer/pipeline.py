@@ -22,7 +22,7 @@ from schemas import EcouteConfig, KpiPartial, Mention, load, utc_now
 from schemas.config import AlertsConfig
 from services.analyzer import alerts, kpi
 from services.analyzer.alerts import MentionFlags, alert_id
-from services.analyzer.matching import BrandMatch, BrandMatcher, TopicClassifier
+from services.analyzer.matching import BrandMatch, BrandMatcher, TermFinder, TopicClassifier
 from services.analyzer.tone import LanguageDetector, ToneScorer
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ class Stage1:
     def __init__(self, config: EcouteConfig, scorer: ToneScorer | None = None) -> None:
         self.matcher = BrandMatcher({name: brand.query for name, brand in config.brands.items()})
         self.topics = TopicClassifier(config.topics)
+        # Brand and topic terms in one automaton: one pass over each text finds both.
+        self.finder = TermFinder([*self.matcher.terms, *self.topics.terms])
         self.scorer = scorer or ToneScorer()
         self.flags = MentionFlags(config)  # what the per-mention alert rules need from each mention
         self.detector = LanguageDetector()
@@ -103,7 +105,7 @@ class Stage1:
         result = Stage1Result()
         batch_ids: set[str] = set()
         offsets = result.offsets
-        todo: list[tuple[int, Mention, str, str | None, list[BrandMatch]]] = []
+        todo: list[tuple[int, Mention, str, str | None, list[BrandMatch], set[str]]] = []
         for index, record in enumerate(records):
             first, _ = offsets.get(record.partition, (record.offset, record.offset))
             offsets[record.partition] = (min(first, record.offset), record.offset)
@@ -128,19 +130,20 @@ class Stage1:
                 "site": mention.site,
                 "author": mention.author.handle or mention.author.id,
             }
-            matches = self.matcher.match(text, facts)
+            found = self.finder.find(text)
+            matches = self.matcher.match_terms(found, facts)
             if matches:
-                todo.append((record.partition, mention, text, lang, matches))
+                todo.append((record.partition, mention, text, lang, matches, found))
             else:
                 result.unmatched += 1
         started = time.perf_counter()
         detect, score = self.detector.detect, self.scorer.score
-        langs = [lang or detect(text) for _, _, text, lang, _ in todo]
-        tones = [score(text, lang) for (_, _, text, _, _), lang in zip(todo, langs, strict=True)]
+        langs = [lang or detect(text) for _, _, text, lang, _, _ in todo]
+        tones = [score(text, lang) for (_, _, text, _, _, _), lang in zip(todo, langs, strict=True)]
         result.scoring_seconds = time.perf_counter() - started
         now = utc_now()
-        for (partition, mention, text, _, matches), lang, tone in zip(todo, langs, tones, strict=True):
-            topics = self.topics.classify(text, lang)
+        for (partition, mention, _, _, matches, found), lang, tone in zip(todo, langs, tones, strict=True):
+            topics = self.topics.classify_terms(found, lang)
             base = mention.model_dump(by_alias=True)
             for match in matches:
                 scored = {

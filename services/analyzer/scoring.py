@@ -84,6 +84,10 @@ class _OpenBatch:
     result: Stage1Result = field(default_factory=Stage1Result)
     ids: set[str] = field(default_factory=set)  # mention ids counted in this batch
     acks: list[asyncio.Future[Any]] = field(default_factory=list)  # at-least-once: outputs to await
+    # Started: its transaction is begun and outputs go out as they are scored. A batch opened while
+    # the previous one still commits keeps its outputs here until that commit is through.
+    started: bool = False
+    unsent: list[Stage1Result] = field(default_factory=list)
 
 
 class _Outbox:
@@ -155,8 +159,9 @@ class ScoringService(Service):
         self._plain_producer: AIOKafkaProducer | None = None
         self._seen: dict[int, set[str]] = {}
         self._open: dict[int, _OpenBatch] = {}
-        # A partition's previous batch commits while its next records are scored (never two open).
-        self._committing: dict[int, tuple[asyncio.Task[bool], set[str]]] = {}
+        # A partition's previous batch commits while its next records are scored (never two commits
+        # in flight for one partition: each partition's producer has one transaction at a time).
+        self._committing: dict[int, tuple[asyncio.Task[bool], _OpenBatch]] = {}
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
         self._key_partitions: dict[tuple[str, bytes], int] = {}
@@ -294,7 +299,7 @@ class ScoringService(Service):
     async def _settle_all(self, consumer: AIOKafkaConsumer, partitions: list[int]) -> None:
         """Wait for these partitions' commits in flight, then commit their open batches."""
         partitions = sorted(set(partitions))
-        await asyncio.gather(*(self._settled(p) for p in partitions))
+        await asyncio.gather(*(self._after_commit(consumer, p) for p in partitions if p in self._committing))
         batches = {p: self._open.pop(p) for p in partitions if p in self._open}
         await asyncio.gather(*(self._commit(consumer, p, batch) for p, batch in batches.items()))
 
@@ -356,27 +361,36 @@ class ScoringService(Service):
                     if records:
                         await self._read(consumer, tp, records)
                 for partition, (task, _) in list(self._committing.items()):
-                    if task.done():  # a failed one has already rewound its partition
-                        await self._settled(partition)
+                    if task.done():
+                        await self._after_commit(consumer, partition)
                 now = time.monotonic()
-                for partition in [p for p, batch in self._open.items() if self._is_due(batch, now)]:
+                for partition in [p for p, batch in self._open.items() if self._is_due(p, batch, now)]:
                     batch = self._open.pop(partition)
                     task = asyncio.ensure_future(self._commit(consumer, partition, batch))
-                    self._committing[partition] = (task, batch.ids)
+                    self._committing[partition] = (task, batch)
             self._report_lag(consumer)
 
-    def _is_due(self, batch: _OpenBatch, now: float) -> bool:
+    def _is_due(self, partition: int, batch: _OpenBatch, now: float) -> bool:
+        if partition in self._committing:
+            return False
         return now - batch.opened >= self.settings.analyzer_commit_interval or batch.records >= self._max_batch_records
 
     def _poll_timeout_ms(self) -> int:
-        """Wait for records at most until the oldest open batch is due."""
-        if not self._open:
-            return 200
-        due_at = min(batch.opened for batch in self._open.values()) + self.settings.analyzer_commit_interval
-        return max(0, min(200, int((due_at - time.monotonic()) * 1000)))
+        """Wait for records at most until the oldest open batch is due (and always a little: the
+        commits in flight progress while the loop waits, never while it spins)."""
+        ready = [batch.opened for p, batch in self._open.items() if p not in self._committing]
+        if not ready:
+            # An open batch waiting for its partition's previous commit: look again soon.
+            return 10 if self._open else 200
+        due_at = min(ready) + self.settings.analyzer_commit_interval
+        return max(1, min(200, int((due_at - time.monotonic()) * 1000)))
 
     async def _read(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Any]) -> None:
-        """Score records of one partition into its open batch and send the scored mentions."""
+        """Score records of one partition into its open batch and send the scored mentions.
+
+        The previous batch of the partition may still be committing: the CPU work goes on meanwhile,
+        and the outputs wait in the open batch (up to the batch limit) until that commit is through.
+        """
         partition = tp.partition
         if partition not in self._seen:
             # Fetched while the partition was still being set up (or just lost): read it again later.
@@ -385,31 +399,56 @@ class ScoringService(Service):
             return
         raw = [RawRecord(r.partition, r.offset, r.key, r.value) for r in records]
         batch = self._open.get(partition)
-        seen = self._seen[partition]
-        pending = batch.ids if batch is not None else set()
-        inflight = self._committing[partition][1] if partition in self._committing else set()
-        # The CPU work first, while the previous batch's commit (if any) is on the wire.
+        if batch is None:
+            batch = self._open[partition] = _OpenBatch(raw[0].offset, time.monotonic())
+        seen, pending = self._seen[partition], batch.ids
+        inflight = self._committing[partition][1].ids if partition in self._committing else set()
         result = self.stage1.process(raw, lambda i: i in seen or i in pending or i in inflight, combine=False)
-        if not await self._settled(partition) or partition not in self._seen:
-            return  # the previous batch failed and rewound the partition (or lost it): these come again
-        try:
-            if batch is None:
-                if self.transactional:
-                    await self._producers[partition].begin_transaction()
-                batch = self._open[partition] = _OpenBatch(raw[0].offset, time.monotonic(), ids=pending)
-            pending.update(mention_id for _, mention_id, _ in result.new_ids)
-            outbox = self._outbox(partition)
-            self._add_outputs(outbox, result)
-            batch.acks.extend(await outbox.send())
-        except ProducerFenced:
-            await self._fenced(tp)
-            return
-        except KafkaError as exc:
-            await self._abandon(consumer, tp, raw[0].offset, exc)
-            return
+        pending.update(mention_id for _, mention_id, _ in result.new_ids)
+        batch.unsent.append(result)
         batch.result.absorb(result)
         batch.records += len(raw)
         batch.next_offset = self._positions[partition] = raw[-1].offset + 1
+        committing = self._committing.get(partition)
+        if committing is not None:
+            if not committing[0].done() and batch.records < self._max_batch_records:
+                return
+            if not await self._after_commit(consumer, partition):
+                return
+        await self._send_unsent(consumer, tp, batch)
+
+    async def _after_commit(self, consumer: AIOKafkaConsumer, partition: int) -> bool:
+        """Wait for the partition's commit in flight; on failure drop the batch read since (it comes again)."""
+        committing = self._committing.get(partition)
+        if await self._settled(partition):
+            return partition in self._seen  # False: lost meanwhile
+        assert committing is not None
+        failed = committing[1]
+        self._open.pop(partition, None)
+        tp = TopicPartition(self.topics.mentions_raw, partition)
+        if tp in consumer.assignment():  # again: records read after the failed commit's rewind are dropped too
+            consumer.seek(tp, failed.first_offset)
+        return False
+
+    async def _send_unsent(self, consumer: AIOKafkaConsumer, tp: TopicPartition, batch: _OpenBatch) -> bool:
+        """Begin the batch's transaction (the first time) and send the outputs it holds."""
+        try:
+            if not batch.started:
+                if self.transactional:
+                    await self._producers[tp.partition].begin_transaction()
+                batch.started = True
+            outbox = self._outbox(tp.partition)
+            for result in batch.unsent:
+                self._add_outputs(outbox, result)
+            batch.unsent.clear()
+            batch.acks.extend(await outbox.send())
+        except ProducerFenced:
+            await self._fenced(tp)
+            return False
+        except KafkaError as exc:
+            await self._abandon(consumer, tp, batch.first_offset, exc, batch)
+            return False
+        return True
 
     def _outbox(self, partition: int) -> _Outbox:
         if self.transactional:
@@ -431,6 +470,8 @@ class ScoringService(Service):
     async def _commit(self, consumer: AIOKafkaConsumer, partition: int, batch: _OpenBatch) -> bool:
         """Commit one partition's batch: its partials, new ids and next offset. False on failure."""
         tp = TopicPartition(self.topics.mentions_raw, partition)
+        if not await self._send_unsent(consumer, tp, batch):
+            return False
         result = batch.result
         self.stage1.combine_partials(result)
         try:
@@ -472,7 +513,10 @@ class ScoringService(Service):
         """Nothing of the batch is visible (aborted) or it will be sent again (at-least-once):
         drop it and, after a pause, read again from its first offset."""
         logger.warning("stage 1: batch %s[%d]@%d failed (%r); retrying", tp.topic, tp.partition, first_offset, exc)
-        batch = batch or self._open.pop(tp.partition, None)
+        if batch is None:
+            batch = self._open.pop(tp.partition, None)
+        elif self._open.get(tp.partition) is batch:
+            del self._open[tp.partition]
         if batch is not None:
             first_offset = batch.first_offset
             for ack in batch.acks:  # their outcome no longer matters: don't let it be reported unread
