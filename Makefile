@@ -34,9 +34,10 @@ run: $(STAMP) ## start the demo: embedded broker, ingest, analyzer, API, simulat
 bench: $(STAMP) ## analyzer throughput vs a scoring-only loop (see BENCHMARKS.md)
 	$(BIN)/python bench/analyzer_throughput.py
 
-bench-all: $(STAMP) kafka-jars bench ## + two analyzer workers vs one, and worker memory with 100 brands
+bench-all: $(STAMP) kafka-jars bench ## + two analyzer workers vs one, worker memory with 100 brands, stage 2's input at 10× the mentions
 	$(BIN)/python bench/analyzer_scaling.py
 	$(BIN)/python bench/analyzer_memory.py
+	$(BIN)/python bench/stage2_rate.py
 
 format: $(STAMP) ## format the code
 	$(BIN)/ruff format .

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -17,6 +18,11 @@ from services.analyzer.query import QueryError
 from services.analyzer.settings import build_settings
 
 logger = logging.getLogger(__name__)
+
+# Young-generation collections every this many net allocations (Python's default: 700). Stage 1
+# allocates a few dozen short-lived containers per mention, all freed by reference counting; the
+# cyclic collector scanning them every 700 took ~12% of stage 1 and found next to nothing.
+GC_THRESHOLDS = (50_000, 20, 10)
 
 _FAUST_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "crit"}
 
@@ -72,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(
             "analyzer metrics at http://%s:%d/metrics", settings.analyzer_metrics_host, settings.analyzer_metrics_port
         )
+    # What is built by now (lexicons, language model, compiled queries, the app) lives as long as
+    # the process: out of the collector's sight, and collections of the young objects are rarer.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     worker = AnalyzerWorker(
         app,
         root_level=logging.getLevelName(settings.log_level.upper()),

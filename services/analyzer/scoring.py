@@ -229,7 +229,10 @@ class ScoringService(Service):
             transactional_id=transactional_id,
             transaction_timeout_ms=int(self.settings.analyzer_transaction_timeout * 1000),
             linger_ms=5,
-            max_batch_size=512 * 1024,
+            # A scored chunk (1,000 posts, ~550 kB) fits in one batch: the producer keeps one batch per
+            # partition in flight, and a second one would wait for the first's round trip. Kafka
+            # refuses batches over `message.max.bytes` (1 MiB by default).
+            max_batch_size=1_000_000,
             max_request_size=8 * 1024 * 1024,
         )
 
@@ -360,6 +363,9 @@ class ScoringService(Service):
                 for tp, records in batches.items():
                     if records:
                         await self._read(consumer, tp, records)
+                        # Records already fetched come back without a pause: let the commits, the
+                        # producer and the fetcher run between chunks.
+                        await asyncio.sleep(0)
                 for partition, (task, _) in list(self._committing.items()):
                     if task.done():
                         await self._after_commit(consumer, partition)
