@@ -144,6 +144,33 @@ def metric(url: str, name: str, labels: str = "") -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def gc_pauses(api_url: str) -> dict[str, dict[str, float]]:
+    """The API's garbage-collector pause histogram: generation -> {"count", "sum", "le=<bound>" (cumulative)}."""
+    text = httpx.get(f"{api_url}/metrics", timeout=5).text
+    found: dict[str, dict[str, float]] = {}
+    pattern = r'^ecoute_api_gc_pause_seconds_(bucket|count|sum)\{generation="(\d)"(?:,le="([^"]+)")?\} (\S+)$'
+    for kind, generation, bound, value in re.findall(pattern, text, re.MULTILINE):
+        found.setdefault(generation, {})[f"le={bound}" if kind == "bucket" else kind] = float(value)
+    return found
+
+
+def describe_gc(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> str:
+    """Collections per generation between two readings: how many, their total time, how many took > 10/50 ms."""
+    parts = []
+    for generation in sorted(after):
+        now, then = after[generation], before.get(generation, {})
+
+        def delta(key: str, now: dict[str, float] = now, then: dict[str, float] = then) -> float:
+            return now.get(key, 0.0) - then.get(key, 0.0)
+
+        count = delta("count")
+        over_10 = count - delta("le=0.01")
+        over_50 = count - delta("le=0.05")
+        total_ms = delta("sum") * 1000
+        parts.append(f"gen{generation} {count:.0f} ({total_ms:.0f} ms, {over_10:.0f} > 10 ms, {over_50:.0f} > 50 ms)")
+    return ", ".join(parts) if parts else "no GC pause metric"
+
+
 def machine() -> list[str]:
     cpu = "unknown CPU"
     try:
@@ -401,9 +428,11 @@ def main() -> int:
                 stderr=subprocess.DEVNULL,
             )
         before, t0 = processed(), time.monotonic()
+        gc_before = gc_pauses(api_url)
         meter.start()
         load = run_wrk(url, args.duration, args.threads, args.connections, script)
         cpu = meter.stop()
+        gc_during = describe_gc(gc_before, gc_pauses(api_url))
         if profiler is not None:
             profiler.wait(timeout=60)
             print(f"profile of the API during the wrk run (py-spy raw samples): {profile}")
@@ -448,6 +477,7 @@ def main() -> int:
             + ", ".join(f"{name} {share:.2f}" for name, share in cpu.items())
             + f", all of these {sum(cpu.values()):.2f} (wrk itself not counted)"
         )
+        print(f"      API garbage collections during the run: {gc_during}")
         ok_rps = load["rps"] >= TARGET_RPS and load["p99_us"] / 1000 < TARGET_P99_MS and errors == 0
         print(
             f"      target ≥ {TARGET_RPS:,.0f} req/s with p99 < {TARGET_P99_MS:.0f} ms: {'met' if ok_rps else 'MISSED'}"

@@ -45,6 +45,13 @@ def settings_from_args(args: argparse.Namespace) -> ApiSettings:
     return load_settings(**{name: value for name, value in overrides.items() if value is not None})
 
 
+def access_log_shown(log_level: str) -> bool:
+    """Whether uvicorn's access lines would show at this level (INFO and below). uvicorn formats the line's
+    arguments for every request before the logger drops it: below that level it is asked for none."""
+    level = logging.getLevelName(log_level.upper())
+    return isinstance(level, int) and level <= logging.INFO
+
+
 def process_registry() -> CollectorRegistry:
     """A registry of our own with the usual process, platform and GC metrics."""
     registry = CollectorRegistry()
@@ -113,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        access_log=access_log_shown(settings.log_level),
         lifespan="on",
         timeout_graceful_shutdown=settings.api_graceful_shutdown_seconds,
     )

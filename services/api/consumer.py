@@ -55,6 +55,9 @@ ACTIONS = "alerts.actions"
 DELIVERIES = "webhooks.deliveries"
 OWN_VIEW_TOPICS = frozenset({KPI_SNAPSHOTS, MENTIONS_SCORED, ALERTS, ACTIONS, DELIVERIES})
 EVICT_EVERY_SECONDS = 60.0
+# Seconds between two calls of `on_settled` once caught up: often enough that each call, and each full
+# collection between two, walks only a few seconds' worth of new objects.
+SETTLE_EVERY_SECONDS = 10.0
 # Records fetched at once: building the records of one fetch holds the event loop.
 MAX_RECORDS = 500
 # The consumer hands the event loop back to HTTP requests after applying records for this long.
@@ -99,8 +102,12 @@ class ViewConsumer:
         clock: Callable[[], datetime] = utc_now,
         deliveries: DeliveryLog | None = None,
         sinks: Sequence[RecordSink] = (),
+        on_settled: Callable[[], object] | None = None,
     ) -> None:
+        """`on_settled` runs once the views have caught up and then every SETTLE_EVERY_SECONDS, between two
+        batches of records (the app freezes the views' long-lived objects out of the garbage collector's way)."""
         self.settings = settings
+        self.on_settled = on_settled
         self.views = views
         self.deliveries = deliveries if deliveries is not None else DeliveryLog(settings.deliveries_kept)
         self.metrics = metrics
@@ -219,7 +226,7 @@ class ViewConsumer:
                 sum(ends.values()),
             )
             await self._check_ready(consumer)
-            last_evict = time.monotonic()
+            last_evict = last_settle = time.monotonic()
             while True:
                 batch: dict[TopicPartition, list[Any]] = await consumer.getmany(
                     timeout_ms=1000, max_records=MAX_RECORDS
@@ -246,6 +253,9 @@ class ViewConsumer:
                             dropped += sink.evict(self.clock())
                     if dropped:
                         logger.debug("evicted %d old buckets and author sightings", dropped)
+                if self._ready and time.monotonic() - last_settle > SETTLE_EVERY_SECONDS:
+                    last_settle = time.monotonic()
+                    self._settle()
         finally:
             await consumer.stop()
 
@@ -281,9 +291,17 @@ class ViewConsumer:
             if position >= self._targets[tp]:
                 self._pending.discard(tp)
         if not self._pending and not self._ready:
+            self._settle()
             self._ready = True
             self.metrics.views_ready.set(1)
             logger.info("views caught up: %s", self.sizes())
+
+    def _settle(self) -> None:
+        if self.on_settled is None:
+            return
+        started = time.perf_counter()
+        outcome = self.on_settled()
+        logger.debug("views settled in %.1f ms: %s", (time.perf_counter() - started) * 1000, outcome)
 
     # -- records ---------------------------------------------------------------------------------
 

@@ -58,5 +58,13 @@ class ApiMetrics:
         self.webhook_pending = Gauge(
             "ecoute_api_webhook_pending", "Webhook deliveries pending a retry", registry=registry
         )
+        # Pauses of the cyclic garbage collector, by generation (2 = a full collection, which walks the views).
+        self.gc_pause_seconds = Histogram(
+            "ecoute_api_gc_pause_seconds",
+            "Time the garbage collector held the process, per collection",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=registry,
+        )
         # 1 once the views have caught up with the topics' end offsets seen at start, else 0.
         self.views_ready = Gauge("ecoute_api_views_ready", "1 when the API views have caught up", registry=registry)

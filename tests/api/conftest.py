@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,9 @@ def serve_api() -> Iterator[Callable[..., ApiServer]]:
     """Start API servers (create_app(settings, clock=...)); every one is stopped at teardown."""
     servers: list[ApiServer] = []
 
-    def start(settings: ApiSettings, clock: Callable[[], datetime] | None = None) -> ApiServer:
-        app = create_app(settings, clock=clock) if clock is not None else create_app(settings)
+    def start(settings: ApiSettings, clock: Callable[[], datetime] | None = None, **options: Any) -> ApiServer:
+        """`options` go to create_app (e.g. kpis_hot_path=False)."""
+        app = create_app(settings, clock=clock, **options) if clock is not None else create_app(settings, **options)
         server = ApiServer(app).start()
         servers.append(server)
         return server

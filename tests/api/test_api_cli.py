@@ -14,6 +14,7 @@ import pytest
 
 from ecoute.brokers import free_port
 from schemas import Topics, ensure_topics
+from services.api.cli import access_log_shown
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.kafka
@@ -51,7 +52,14 @@ def test_cli_serves_and_stops_gracefully_on_sigterm_with_an_open_stream(
             proc.wait(timeout=10)
     log_text = log_path.read_text(errors="replace")
     assert "view consumer stopped" in log_text and "API stopped" in log_text, log_text
+    assert '"GET /readyz HTTP/1.1" 200' in log_text, log_text  # access lines at the default level (INFO)
     assert "without completing response" not in log_text, log_text  # the stream was ended cleanly
+
+
+def test_access_lines_are_asked_of_uvicorn_only_where_they_show() -> None:
+    assert access_log_shown("INFO") and access_log_shown("debug")
+    assert not access_log_shown("WARNING") and not access_log_shown("error")
+    assert not access_log_shown("nonsense")
 
 
 def test_cli_refuses_a_broken_config_file(tmp_path: Path) -> None:

@@ -1,0 +1,64 @@
+"""Python's cyclic garbage collector in a process whose views hold hundreds of thousands of long-lived objects.
+
+A full collection walks every tracked object while the event loop, and every request with it, waits (~100 ms
+for views of 100,000 mentions). `GcPauses` times each collection (through `gc.callbacks`); `FreezeSurvivors`
+moves what survives a collection to the permanent generation, which later collections skip: the consumer
+calls it once the views have caught up and then every few seconds, so a collection only walks what was
+allocated since. The views hold acyclic data (models, dicts, lists, tuples) that reference counting frees
+when it is dropped, frozen or not; cyclic garbage made of frozen objects waits for the hourly thaw.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class GcPauses:
+    """Calls `observe(generation, seconds)` after every collection while installed (process-wide)."""
+
+    def __init__(self, observe: Callable[[int, float], None]) -> None:
+        self._observe = observe
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started:
+            self._observe(info["generation"], time.perf_counter() - self._started)
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def remove(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
+
+
+class FreezeSurvivors:
+    """Collect the garbage of the unfrozen objects, then freeze every survivor; returns how many are frozen.
+
+    Once every `thaw_every` seconds everything is unfrozen first, so that the collection walks the whole heap
+    again: garbage cycles that formed among frozen objects (a request in flight when they were frozen that
+    later failed, its exception and frames referencing each other) are reclaimed then, at the cost of one
+    full-length pause."""
+
+    def __init__(self, thaw_every: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.thaw_every = thaw_every
+        self.clock = clock
+        self._thawed = clock()
+
+    def __call__(self) -> int:
+        if self.clock() - self._thawed >= self.thaw_every:
+            self.thaw()
+        gc.collect()
+        gc.freeze()
+        return gc.get_freeze_count()
+
+    def thaw(self) -> None:
+        """Unfreeze everything (also on shutdown: an app that stops leaves the collector as it found it)."""
+        gc.unfreeze()
+        self._thawed = self.clock()
