@@ -25,12 +25,12 @@ Severity = Literal["info", "warning", "critical"]
 MAX_TEXT_CHARS = 100_000
 
 
-def _as_utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     # A naive timestamp is taken as UTC; an aware one is converted so every message speaks UTC.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 Count = Annotated[StrictInt, Field(ge=0)]
 ShortStr = Annotated[StrictStr, Field(max_length=2048)]
 

@@ -18,10 +18,11 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from schemas import EcouteConfig, KpiPartial, Mention, load, utc_now
+from schemas import EcouteConfig, KpiPartial, load, utc_now
 from schemas.config import AlertsConfig
 from services.analyzer import alerts, kpi
 from services.analyzer.alerts import MentionFlags, alert_id
+from services.analyzer.decode import decode_mention
 from services.analyzer.matching import BrandMatch, BrandMatcher, TermFinder, TopicClassifier
 from services.analyzer.tone import LanguageDetector, ToneScorer
 
@@ -105,7 +106,7 @@ class Stage1:
         result = Stage1Result()
         batch_ids: set[str] = set()
         offsets = result.offsets
-        todo: list[tuple[int, Mention, str, str | None, list[BrandMatch], set[str]]] = []
+        todo: list[tuple[int, dict[str, Any], str, str | None, list[BrandMatch], set[str]]] = []
         for index, record in enumerate(records):
             first, _ = offsets.get(record.partition, (record.offset, record.offset))
             offsets[record.partition] = (min(first, record.offset), record.offset)
@@ -113,22 +114,24 @@ class Stage1:
                 result.dead.append(DeadLetter(record, "empty value"))
                 continue
             try:
-                mention = load(Mention, record.value)
+                mention = decode_mention(record.value)
             except (ValidationError, ValueError) as exc:
                 result.dead.append(DeadLetter(record, describe_error(exc)))
                 continue
-            if mention.id in batch_ids or is_seen(mention.id):
+            mention_id = mention["id"]
+            if mention_id in batch_ids or is_seen(mention_id):
                 result.duplicates += 1
                 continue
-            batch_ids.add(mention.id)
-            result.new_ids.append((index, mention.id, kpi.epoch(mention.published_at)))
-            text = f"{mention.title}\n{mention.text}" if mention.title else mention.text
-            lang = mention.lang or (self.detector.detect(text) if self._lang_first else None)
+            batch_ids.add(mention_id)
+            result.new_ids.append((index, mention_id, kpi.epoch(mention["published_at"])))
+            title, author = mention["title"], mention["author"]
+            text = f"{title}\n{mention['text']}" if title else mention["text"]
+            lang = mention["lang"] or (self.detector.detect(text) if self._lang_first else None)
             facts = {
                 "lang": lang,
-                "source": mention.source,
-                "site": mention.site,
-                "author": mention.author.handle or mention.author.id,
+                "source": mention["source"],
+                "site": mention["site"],
+                "author": author["handle"] or author["id"],
             }
             found = self.finder.find(text)
             matches = self.matcher.match_terms(found, facts)
@@ -144,10 +147,10 @@ class Stage1:
         now = utc_now()
         for (partition, mention, _, _, matches, found), lang, tone in zip(todo, langs, tones, strict=True):
             topics = self.topics.classify_terms(found, lang)
-            base = mention.model_dump(by_alias=True)
+            reach = mention["author"]["followers"] or 0
             for match in matches:
                 scored = {
-                    **base,
+                    **mention,
                     "schema": "scored-mention/1",
                     "lang": lang,
                     "brand": match.brand,
@@ -160,7 +163,7 @@ class Stage1:
                     },
                     "topics": topics,
                     "matched": match.matched,
-                    "reach": mention.author.followers or 0,
+                    "reach": reach,
                     "scored_at": now,
                 }
                 result.scored.append((match.brand, orjson.dumps(scored)))

@@ -360,6 +360,8 @@ class ScoringService(Service):
                 await self.sleep(1.0)
                 continue
             async with self._lock:
+                if self.should_stop:  # on_stop has settled and committed everything: read nothing more
+                    break
                 for tp, records in batches.items():
                     if records:
                         await self._read(consumer, tp, records)
@@ -406,7 +408,7 @@ class ScoringService(Service):
         raw = [RawRecord(r.partition, r.offset, r.key, r.value) for r in records]
         batch = self._open.get(partition)
         if batch is None:
-            batch = self._open[partition] = _OpenBatch(raw[0].offset, time.monotonic())
+            batch = self._open[partition] = _OpenBatch(raw[0].offset, time.monotonic(), next_offset=raw[0].offset)
         seen, pending = self._seen[partition], batch.ids
         inflight = self._committing[partition][1].ids if partition in self._committing else set()
         result = self.stage1.process(raw, lambda i: i in seen or i in pending or i in inflight, combine=False)
@@ -427,7 +429,10 @@ class ScoringService(Service):
         """Wait for the partition's commit in flight; on failure drop the batch read since (it comes again)."""
         committing = self._committing.get(partition)
         if await self._settled(partition):
-            return partition in self._seen  # False: lost meanwhile
+            if partition in self._seen:
+                return True
+            self._open.pop(partition, None)  # lost meanwhile: its next owner reads it again
+            return False
         assert committing is not None
         failed = committing[1]
         self._open.pop(partition, None)
@@ -476,6 +481,8 @@ class ScoringService(Service):
     async def _commit(self, consumer: AIOKafkaConsumer, partition: int, batch: _OpenBatch) -> bool:
         """Commit one partition's batch: its partials, new ids and next offset. False on failure."""
         tp = TopicPartition(self.topics.mentions_raw, partition)
+        if batch.records == 0:  # opened, then nothing scored into it (an error on the way): nothing to commit
+            return True
         if not await self._send_unsent(consumer, tp, batch):
             return False
         result = batch.result
@@ -491,6 +498,8 @@ class ScoringService(Service):
                 await producer.commit_transaction()
             else:
                 await _all_acknowledged(batch.acks + closing)  # every output stored before the offsets move
+                # Counted now, whatever happens to the offset commit: if it fails, these come again as duplicates.
+                self._remember(partition, batch.ids)
                 await consumer.commit({tp: batch.next_offset})
         except ProducerFenced:
             await self._fenced(tp)
@@ -498,11 +507,14 @@ class ScoringService(Service):
         except KafkaError as exc:
             await self._abandon(consumer, tp, batch.first_offset, exc, batch)
             return False
-        seen = self._seen.get(partition)
-        if seen is not None:
-            seen.update(batch.ids)
+        self._remember(partition, batch.ids)
         self._record_metrics(result, batch.records)
         return True
+
+    def _remember(self, partition: int, ids: set[str]) -> None:
+        seen = self._seen.get(partition)
+        if seen is not None:
+            seen.update(ids)
 
     async def _fenced(self, tp: TopicPartition) -> None:
         logger.warning("stage 1: fenced on partition %d (another worker owns it now)", tp.partition)
