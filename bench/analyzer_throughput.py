@@ -7,7 +7,9 @@ Produces the corpus to a fresh mentions.raw, then times, in one run:
   2. a plain loop: aiokafka getmany + decode + VADER + in-memory per-brand counts;
   3. the analyzer: `ecoute analyzer` (both stages, every KPI table), from its first scored mention
      to the last, by the timestamps the broker keeps for them.
-Prints mentions/s for each and the ratios. Results go to BENCHMARKS.md by hand, with the machine.
+Prints mentions/s for each and the ratios, and for the plain loop and the analyzer also mentions per
+second of their own CPU time (all threads): on a shared machine that figure moves less with what else
+runs. Results go to BENCHMARKS.md by hand, with the machine.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ async def produce_corpus(bootstrap: str, topic: str, corpus: list[dict[str, obje
         await producer.stop()
 
 
-async def plain_loop(bootstrap: str, topic: str, n: int) -> float:
+async def plain_loop(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
+    """Mentions per second of wall time, and per second of this process's CPU time."""
     scorer = ToneScorer()
     counts: dict[tuple[str, str], int] = {}
     consumer = AIOKafkaConsumer(
@@ -82,7 +85,7 @@ async def plain_loop(bootstrap: str, topic: str, n: int) -> float:
         while seen < n:
             batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
             if started is None and batch:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
             for messages in batch.values():
                 for message in messages:
                     mention = orjson.loads(message.value)
@@ -94,7 +97,13 @@ async def plain_loop(bootstrap: str, topic: str, n: int) -> float:
     finally:
         await consumer.stop()
     assert started is not None
-    return n / (time.perf_counter() - started)
+    return n / (time.perf_counter() - started), n / (time.process_time() - cpu_started)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def processed(metrics_url: str, stage: str) -> float:
@@ -125,7 +134,8 @@ async def scored_rate(bootstrap: str, topic: str) -> float:
     return sum(1 for t in stamps if t > first) / max((last - first) / 1000, 1e-3)
 
 
-def analyzer_rate(bootstrap: str, prefix: str, n: int, partitions: int, workdir: Path) -> tuple[float, float]:
+def analyzer_rate(bootstrap: str, prefix: str, n: int, partitions: int, workdir: Path) -> tuple[float, float, float]:
+    """Scored mentions per second of wall time and per second of the worker's CPU time; stage 2's records."""
     config = workdir / "ecoute.yaml"
     config.write_text(CONFIG)
     port = free_port()
@@ -145,6 +155,7 @@ def analyzer_rate(bootstrap: str, prefix: str, n: int, partitions: int, workdir:
         [sys.executable, "-m", "ecoute.cli", "analyzer"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}/metrics"
+    first: tuple[float, float] | None = None  # (processed, CPU seconds) at the first poll that saw work
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -154,9 +165,14 @@ def analyzer_rate(bootstrap: str, prefix: str, n: int, partitions: int, workdir:
                 count = processed(url, "stage1")
             except httpx.HTTPError:
                 count = 0.0
+            cpu = cpu_seconds(proc.pid)
+            if first is None and count > 0:
+                first = (count, cpu)
             if count >= n:
+                assert first is not None
+                cpu_rate = (count - first[0]) / max(cpu - first[1], 1e-3)
                 stage2 = processed(url, "stage2")
-                return asyncio.run(scored_rate(bootstrap, Topics(prefix).mentions_scored)), stage2
+                return asyncio.run(scored_rate(bootstrap, Topics(prefix).mentions_scored)), cpu_rate, stage2
             time.sleep(0.5)  # rarely: the rate comes from the output records' timestamps, not from here
         raise RuntimeError("analyzer did not finish within 600 s")
     finally:
@@ -183,12 +199,18 @@ def main() -> int:
         asyncio.run(produce_corpus(broker.bootstrap_servers, topics.mentions_raw, corpus))
         score_rate = scoring_only(texts)
         print(f"scoring only   {score_rate:10.0f} mentions/s", flush=True)
-        plain_rate = asyncio.run(plain_loop(broker.bootstrap_servers, topics.mentions_raw, args.count))
-        print(f"plain loop     {plain_rate:10.0f} mentions/s", flush=True)
-        rate, stage2_records = analyzer_rate(broker.bootstrap_servers, prefix, args.count, args.partitions, workdir)
-        print(f"analyzer       {rate:10.0f} mentions/s (stage 2 read {stage2_records:.0f} partials)", flush=True)
+        plain_rate, plain_cpu = asyncio.run(plain_loop(broker.bootstrap_servers, topics.mentions_raw, args.count))
+        print(f"plain loop     {plain_rate:10.0f} mentions/s, {plain_cpu:8.0f} per CPU second", flush=True)
+        bootstrap = broker.bootstrap_servers
+        rate, cpu_rate, stage2_records = analyzer_rate(bootstrap, prefix, args.count, args.partitions, workdir)
         print(
-            f"ratios: analyzer/scoring {rate / score_rate:.2f}, analyzer/plain loop {rate / plain_rate:.2f}\n"
+            f"analyzer       {rate:10.0f} mentions/s, {cpu_rate:8.0f} per CPU second"
+            f" (stage 2 read {stage2_records:.0f} partials)",
+            flush=True,
+        )
+        print(
+            f"ratios: analyzer/scoring {rate / score_rate:.2f}, analyzer/plain loop {rate / plain_rate:.2f},"
+            f" per CPU second {cpu_rate / plain_cpu:.2f}\n"
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         )
     finally:
