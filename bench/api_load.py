@@ -24,6 +24,7 @@ import os
 import platform
 import queue
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -306,6 +307,27 @@ class CpuMeter:
         return {name: (cpu_seconds(pid) - self.started[name]) / elapsed for name, pid in self.pids.items()}
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (Linux /proc/stat; iowait counts as idle)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    total = sum(fields[:8])
+    return (total - idle) / os.sysconf("SC_CLK_TCK"), total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of the waited-for child processes so far (wrk, once it has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def gc_collected(api_url: str) -> dict[str, float]:
+    """The API process's `python_gc_objects_collected_total` per generation (objects found unreachable)."""
+    text = httpx.get(f"{api_url}/metrics", timeout=5).text
+    pattern = r'^python_gc_objects_collected_total\{generation="(\d)"\} (\S+)$'
+    return {generation: float(value) for generation, value in re.findall(pattern, text, re.MULTILINE)}
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (with 10 samples, p99 is the largest)."""
     ordered = sorted(values)
@@ -428,11 +450,19 @@ def main() -> int:
                 stderr=subprocess.DEVNULL,
             )
         before, t0 = processed(), time.monotonic()
-        gc_before = gc_pauses(api_url)
+        gc_before, collected_before = gc_pauses(api_url), gc_collected(api_url)
+        busy_before, wrk_before = machine_busy(), children_cpu()
         meter.start()
         load = run_wrk(url, args.duration, args.threads, args.connections, script)
         cpu = meter.stop()
+        busy_after, wrk_cpu = machine_busy(), children_cpu() - wrk_before
+        busy = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1]) * (os.cpu_count() or 1)
+        wrk_share = wrk_cpu / (load["duration_us"] / 1e6)
         gc_during = describe_gc(gc_before, gc_pauses(api_url))
+        collected = gc_collected(api_url)
+        collected_during = ", ".join(
+            f"gen{g} {collected[g] - collected_before.get(g, 0.0):,.0f}" for g in sorted(collected)
+        )
         if profiler is not None:
             profiler.wait(timeout=60)
             print(f"profile of the API during the wrk run (py-spy raw samples): {profile}")
@@ -475,9 +505,11 @@ def main() -> int:
             "      CPU during the run (1.00 = one core of "
             f"{os.cpu_count()}): "
             + ", ".join(f"{name} {share:.2f}" for name, share in cpu.items())
-            + f", all of these {sum(cpu.values()):.2f} (wrk itself not counted)"
+            + f", wrk {wrk_share:.2f}, all of these {sum(cpu.values()) + wrk_share:.2f}; the machine was busy "
+            f"{busy:.2f} of {os.cpu_count()} (other processes: {max(0.0, busy - sum(cpu.values()) - wrk_share):.2f})"
         )
         print(f"      API garbage collections during the run: {gc_during}")
+        print(f"      objects the API's collections found unreachable during the run: {collected_during}")
         ok_rps = load["rps"] >= TARGET_RPS and load["p99_us"] / 1000 < TARGET_P99_MS and errors == 0
         print(
             f"      target ≥ {TARGET_RPS:,.0f} req/s with p99 < {TARGET_P99_MS:.0f} ms: {'met' if ok_rps else 'MISSED'}"
