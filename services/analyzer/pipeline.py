@@ -61,9 +61,11 @@ class Stage1Result:
     pairs: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     offsets: dict[int, tuple[int, int]] = field(default_factory=dict)
 
-    def absorb(self, more: Stage1Result) -> None:
-        """Add a later batch's result (same input partitions, later offsets) to this one."""
-        self.scored.extend(more.scored)
+    def absorb(self, more: Stage1Result, *, scored: bool = True) -> None:
+        """Add a later batch's result (same input partitions, later offsets) to this one; without
+        `scored`, leave out its serialised scored mentions (already sent)."""
+        if scored:
+            self.scored.extend(more.scored)
         self.dead.extend(more.dead)
         self.new_ids.extend(more.new_ids)
         self.duplicates += more.duplicates

@@ -170,7 +170,9 @@ class ScoringService(Service):
         self._lock = asyncio.Lock()
         self._positions: dict[int, int] = {}
         self._lag_reported = 0.0
-        self._max_batch_records = settings.analyzer_batch_size * 10
+        # A partition's open batch is committed at this size even before its interval is up, and its
+        # scoring waits at this size for the previous commit: a bound on what a backlog holds in memory.
+        self._max_batch_records = settings.analyzer_batch_size * 4
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -414,7 +416,7 @@ class ScoringService(Service):
         result = self.stage1.process(raw, lambda i: i in seen or i in pending or i in inflight, combine=False)
         pending.update(mention_id for _, mention_id, _ in result.new_ids)
         batch.unsent.append(result)
-        batch.result.absorb(result)
+        batch.result.absorb(result, scored=False)  # the scored mentions go out from `unsent`
         batch.records += len(raw)
         batch.next_offset = self._positions[partition] = raw[-1].offset + 1
         committing = self._committing.get(partition)
@@ -451,6 +453,7 @@ class ScoringService(Service):
             outbox = self._outbox(tp.partition)
             for result in batch.unsent:
                 self._add_outputs(outbox, result)
+                result.scored = []  # sent: not kept until the commit
             batch.unsent.clear()
             batch.acks.extend(await outbox.send())
         except ProducerFenced:
