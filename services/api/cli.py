@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from schemas import ConfigError
 from services.api.app import create_app
+from services.api.coalesce import coalescing
 from services.api.settings import ApiSettings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=settings.log_level.lower(),
         access_log=access_log_shown(settings.log_level),
         lifespan="on",
+        http=coalescing(),  # one socket write per answer (coalesce.py)
         timeout_graceful_shutdown=settings.api_graceful_shutdown_seconds,
     )
     server = GracefulServer(config, before_exit=app.state.fanout.close)
