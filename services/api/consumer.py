@@ -355,39 +355,35 @@ class ViewConsumer:
                 if is_new and (self._ready or record.offset >= self._targets.get(tp, 0)):
                     self.fanout.publish(alert)
         except (MalformedRecord, MalformedAction, ValidationError) as exc:
-            self.metrics.view_bad_records.labels(topic).inc()
-            logger.warning(
-                "skipping malformed record on %s partition %d offset %d: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                describe_error(exc),
-            )
+            self._skip_malformed(record, topic, exc)
             return
         except Exception:
-            self.metrics.view_bad_records.labels(topic).inc()
-            logger.exception(
-                "could not apply record on %s partition %d offset %d; skipped",
-                record.topic,
-                record.partition,
-                record.offset,
-            )
+            self._skip_failed(record, topic)
             return
         self.metrics.view_records.labels(topic).inc()
+
+    def _skip_malformed(self, record: Any, topic: str, exc: Exception) -> None:
+        self.metrics.view_bad_records.labels(topic).inc()
+        logger.warning(
+            "skipping malformed record on %s partition %d offset %d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            describe_error(exc),
+        )
+
+    def _skip_failed(self, record: Any, topic: str) -> None:
+        """A valid record the views could not take (a bug): logged with its traceback, counted, skipped."""
+        self.metrics.view_bad_records.labels(topic).inc()
+        where = (record.topic, record.partition, record.offset)
+        logger.exception("could not apply record on %s partition %d offset %d; skipped", *where)
 
     def _apply_mention(self, record: Any, now: datetime) -> None:
         """Parse and validate a scored mention once, then hand it to every view that reads them."""
         try:
             mention = load(ScoredMention, self._value(record))
         except (MalformedRecord, ValidationError) as exc:
-            self.metrics.view_bad_records.labels(MENTIONS_SCORED).inc()
-            logger.warning(
-                "skipping malformed record on %s partition %d offset %d: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                describe_error(exc),
-            )
+            self._skip_malformed(record, MENTIONS_SCORED, exc)
             return
         for sink in self._mention_sinks:
             try:
@@ -408,13 +404,7 @@ class ViewConsumer:
         try:
             self.views.apply_scored(mention, now)
         except Exception:
-            self.metrics.view_bad_records.labels(MENTIONS_SCORED).inc()
-            logger.exception(
-                "could not apply record on %s partition %d offset %d; skipped",
-                record.topic,
-                record.partition,
-                record.offset,
-            )
+            self._skip_failed(record, MENTIONS_SCORED)
             return
         self._mentions_applied.inc()
 
