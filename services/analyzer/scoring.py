@@ -47,6 +47,10 @@ from services.analyzer.settings import AnalyzerSettings
 
 logger = logging.getLogger(__name__)
 
+# Records scored between two turns of the event loop (~30 ms of work): a commit in flight takes a few
+# turns (sends, offsets, end of transaction), each of which waits for the slice being scored.
+SLICE = 250
+
 
 def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
     return [
@@ -365,10 +369,10 @@ class ScoringService(Service):
                 if self.should_stop:  # on_stop has settled and committed everything: read nothing more
                     break
                 for tp, records in batches.items():
-                    if records:
-                        await self._read(consumer, tp, records)
+                    for start in range(0, len(records), SLICE):
+                        await self._read(consumer, tp, records[start : start + SLICE])
                         # Records already fetched come back without a pause: let the commits, the
-                        # producer and the fetcher run between chunks.
+                        # producer and the fetcher run between slices.
                         await asyncio.sleep(0)
                 for partition, (task, _) in list(self._committing.items()):
                     if task.done():
