@@ -203,7 +203,9 @@ class ScoringService(Service):
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             max_poll_records=self.settings.analyzer_batch_size,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            # aiokafka fetches a partition again only once its buffer is empty, and the loop waits for
+            # that fetch: 1 MiB (~0.2 s of scoring) waits less than 8 MiB did, in total.
+            max_partition_fetch_bytes=1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
             session_timeout_ms=int(self.settings.analyzer_session_timeout * 1000),
             heartbeat_interval_ms=int(min(3.0, self.settings.analyzer_session_timeout / 3) * 1000),
