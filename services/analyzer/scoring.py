@@ -466,7 +466,7 @@ class ScoringService(Service):
             await self._fenced(tp)
             return False
         except KafkaError as exc:
-            await self._abandon(consumer, tp, batch.first_offset, exc, batch)
+            await self._abandon(consumer, tp, batch, exc)
             return False
         return True
 
@@ -514,7 +514,7 @@ class ScoringService(Service):
             await self._fenced(tp)
             return False
         except KafkaError as exc:
-            await self._abandon(consumer, tp, batch.first_offset, exc, batch)
+            await self._abandon(consumer, tp, batch, exc)
             return False
         self._remember(partition, batch.ids)
         self._record_metrics(result, batch.records)
@@ -529,25 +529,15 @@ class ScoringService(Service):
         logger.warning("stage 1: fenced on partition %d (another worker owns it now)", tp.partition)
         await self._drop([tp])
 
-    async def _abandon(
-        self,
-        consumer: AIOKafkaConsumer,
-        tp: TopicPartition,
-        first_offset: int,
-        exc: Exception,
-        batch: _OpenBatch | None = None,
-    ) -> None:
+    async def _abandon(self, consumer: AIOKafkaConsumer, tp: TopicPartition, batch: _OpenBatch, exc: Exception) -> None:
         """Nothing of the batch is visible (aborted) or it will be sent again (at-least-once):
         drop it and, after a pause, read again from its first offset."""
+        first_offset = batch.first_offset
         logger.warning("stage 1: batch %s[%d]@%d failed (%r); retrying", tp.topic, tp.partition, first_offset, exc)
-        if batch is None:
-            batch = self._open.pop(tp.partition, None)
-        elif self._open.get(tp.partition) is batch:
+        if self._open.get(tp.partition) is batch:
             del self._open[tp.partition]
-        if batch is not None:
-            first_offset = batch.first_offset
-            for ack in batch.acks:  # their outcome no longer matters: don't let it be reported unread
-                ack.add_done_callback(_ignore_outcome)
+        for ack in batch.acks:  # their outcome no longer matters: don't let it be reported unread
+            ack.add_done_callback(_ignore_outcome)
         producer = self._producers.get(tp.partition)
         txn = producer._txn_manager if producer is not None else None
         if txn is not None and txn.is_in_transaction():

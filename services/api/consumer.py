@@ -64,6 +64,18 @@ MAX_RECORDS = 500
 APPLY_SLICE_SECONDS = 0.002
 
 
+def _sink_skips(name: str, record: Any, exc: Exception, level: int) -> None:
+    logger.log(
+        level,
+        "%s views skip the record on %s partition %d offset %d: %s",
+        name,
+        record.topic,
+        record.partition,
+        record.offset,
+        describe_error(exc),
+    )
+
+
 class MalformedRecord(ValueError):
     """A record the views cannot use; the message says why."""
 
@@ -325,15 +337,7 @@ class ViewConsumer:
                     sink.apply(topic, record.key, record.value, now)
                 except Exception as exc:
                     # A record our own views also read is reported (and counted) once, below.
-                    logger.log(
-                        logging.DEBUG if own else logging.WARNING,
-                        "%s views skip the record on %s partition %d offset %d: %s",
-                        sink.name,
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        describe_error(exc),
-                    )
+                    _sink_skips(sink.name, record, exc, logging.DEBUG if own else logging.WARNING)
                     if not own:
                         self.metrics.view_bad_records.labels(topic).inc()
                         return
@@ -393,14 +397,7 @@ class ViewConsumer:
                     sink.apply(MENTIONS_SCORED, record.key, record.value, now)
             except Exception as exc:
                 # A valid mention that one view cannot take: that view misses it, the others still get it.
-                logger.warning(
-                    "%s views skip the record on %s partition %d offset %d: %s",
-                    sink.name,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    describe_error(exc),
-                )
+                _sink_skips(sink.name, record, exc, logging.WARNING)
         try:
             self.views.apply_scored(mention, now)
         except Exception:
