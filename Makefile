@@ -39,8 +39,13 @@ bench-all: $(STAMP) kafka-jars bench ## + two analyzer workers vs one, worker me
 	$(BIN)/python bench/analyzer_memory.py
 	$(BIN)/python bench/stage2_rate.py
 
+OHA_VERSION := 1.16.0
+
+bench-tools: ## build oha (an open-loop HTTP load generator, for bench/api_load.py) into .tools/ with cargo
+	cargo install --locked --root .tools oha --version $(OHA_VERSION)
+
 format: $(STAMP) ## format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-.PHONY: help venv kafka-jars lint test run bench bench-all format
+.PHONY: help venv kafka-jars lint test run bench bench-all bench-tools format

@@ -113,9 +113,7 @@ def processed(metrics_url: str, stage: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def scored_rate(
-    bootstrap: str, topic: str, partitions: int, isolation_level: str = "read_uncommitted"
-) -> float:
+async def scored_rate(bootstrap: str, topic: str, partitions: int, isolation_level: str = "read_uncommitted") -> float:
     """Scored mentions per second, from the broker timestamps (CreateTime, set when the analyzer
     sends them) of everything on `topic`: those after the first send over the time to the last.
     With Kafka transactions, read `read_committed`, or an aborted attempt's records would count too."""
