@@ -25,6 +25,7 @@ with p99 < 20 ms at 2,000 req/s — oha's p99; alert p99 < 2 s). Not a test; res
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import platform
@@ -287,6 +288,14 @@ def run_wrk(url: str, seconds: int, threads: int, connections: int, script: Path
     return figures
 
 
+def renice(pid: int, niceness: int) -> None:
+    """Set the niceness of every thread of a process (on Linux, setpriority on the pid alone moves only its
+    main thread; threads started later inherit their creator's)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.setpriority(os.PRIO_PROCESS, int(tid), niceness)
+
+
 def find_oha() -> str | None:
     """oha on the PATH, or the one `make bench-tools` built into .tools/bin."""
     local = ROOT / ".tools" / "bin" / "oha"
@@ -378,6 +387,14 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument(
         "--fixed-rate", type=float, default=TARGET_RPS, help="oha's open-loop request rate (default 2000)"
+    )
+    parser.add_argument(
+        "--flow-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run Kafka, ingest, the analyzer and the simulator at this niceness (default 0: the API competes "
+        "with them for the cores on equal terms, as it would not with a core of its own)",
     )
     parser.add_argument("--spikes", type=int, default=10, help="alert latency samples (default 10)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the topics (default 4)")
@@ -480,6 +497,10 @@ def main() -> int:
         run_wrk(url, 3, args.threads, args.connections, script)
         pids = {service.name: service.proc.pid for service in services}
         pids.update({f"kafka{node.node_id}": node.proc.pid for node in kafka.nodes if node.proc is not None})
+        if args.flow_nice:
+            for service_name, pid in pids.items():
+                if service_name != "api":
+                    renice(pid, args.flow_nice)
         meter = CpuMeter(pids)
         profiler = None
         if args.py_spy:

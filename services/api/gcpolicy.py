@@ -39,22 +39,28 @@ class GcPauses:
 
 
 class FreezeSurvivors:
-    """Collect the garbage of the unfrozen objects, then freeze every survivor; returns how many are frozen.
+    """Collect garbage, then freeze every survivor; returns how many objects are frozen.
 
-    Once every `thaw_every` seconds everything is unfrozen first, so that the collection walks the whole heap
-    again: garbage cycles that formed among frozen objects (a request in flight when they were frozen that
-    later failed, its exception and frames referencing each other) are reclaimed then, at the cost of one
+    The first call collects the whole heap. Later calls collect the young generations only and freeze what
+    the oldest one gathered since without walking it: a full collection of ten seconds of views (~0.5 million
+    objects at 1,000 mentions/s) held the event loop ~70 ms, the young ones take about a millisecond, and
+    freezing itself only splices lists. A garbage cycle that got old within those seconds is frozen with the
+    rest. Once every `thaw_every` seconds everything is unfrozen first and the whole heap collected again:
+    such cycles, and those that formed among frozen objects (a request in flight when they were frozen that
+    later failed, its exception and frames referencing each other), are reclaimed then, at the cost of one
     full-length pause."""
 
     def __init__(self, thaw_every: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.thaw_every = thaw_every
         self.clock = clock
         self._thawed = clock()
+        self._full = True  # the next call collects every generation
 
     def __call__(self) -> int:
         if self.clock() - self._thawed >= self.thaw_every:
             self.thaw()
-        gc.collect()
+        gc.collect(2 if self._full else 1)
+        self._full = False
         gc.freeze()
         return gc.get_freeze_count()
 
@@ -62,3 +68,4 @@ class FreezeSurvivors:
         """Unfreeze everything (also on shutdown: an app that stops leaves the collector as it found it)."""
         gc.unfreeze()
         self._thawed = self.clock()
+        self._full = True

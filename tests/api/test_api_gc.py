@@ -63,6 +63,32 @@ def test_freezing_collects_the_garbage_first_and_keeps_the_survivors_out_of_coll
 
 
 @pytest.mark.usefixtures("unfrozen")
+def test_only_the_first_freeze_and_those_after_a_thaw_walk_the_whole_heap() -> None:
+    now = [0.0]
+    freeze = FreezeSurvivors(thaw_every=3600, clock=lambda: now[0])
+    collected: list[int] = []
+    pauses = GcPauses(lambda generation, _: collected.append(generation))
+    pauses.install()
+    try:
+        freeze()
+        aged = Cycle()
+        gc.collect(1)  # it survives a young collection: it is old now, the young ones no longer see it
+        gone = weakref.ref(aged)
+        del aged  # garbage now, a cycle: only a collection of the oldest generation would find it
+        collected.clear()
+        now[0] = 10.0
+        freeze()
+        assert collected == [1]  # the young generations only: no pause for the whole heap
+        assert gone() is not None and gc.get_freeze_count() > 0  # frozen, until the next thaw
+        now[0] = 3600.0
+        freeze()
+        assert collected == [1, 2]
+        assert gone() is None
+    finally:
+        pauses.remove()
+
+
+@pytest.mark.usefixtures("unfrozen")
 def test_garbage_cycles_of_frozen_objects_are_reclaimed_at_the_next_thaw() -> None:
     now = [0.0]
     freeze = FreezeSurvivors(thaw_every=3600, clock=lambda: now[0])
