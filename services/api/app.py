@@ -487,6 +487,8 @@ def create_app(
         else:
             logger.info("API keys required on /v1 (%d configured)", len(keyring))
         gc_pauses.install()
+        if freezer is not None:
+            freezer.start()
         await consumer.start()
         if dispatcher is not None:
             await dispatcher.start()
@@ -501,7 +503,7 @@ def create_app(
             await writer.stop()
             gc_pauses.remove()
             if freezer is not None:
-                freezer.thaw()
+                freezer.stop()
 
     app = FastAPI(
         title="Écoute API",

@@ -32,8 +32,9 @@ class ApiSettings(CommonSettings):
     api_rate_limit_per_second: float = Field(100.0, ge=0)
     # Requests a key may make at once before the average applies (token bucket size).
     api_rate_limit_burst: int = Field(200, ge=1)
-    # Once the views have caught up, and every 10 s after, move the objects that survive a garbage collection out
-    # of the collector's reach (gc.freeze), so full collections only walk newer objects (gcpolicy.py).
+    # Short young collections, and once the views have caught up, and every 10 s after, move the objects that
+    # survive a young collection out of the collector's reach (gc.freeze), so no collection walks the views
+    # (gcpolicy.py).
     api_gc_freeze: bool = True
     # Seconds a write of an ack or handled mark may take before the request answers 503.
     api_write_timeout_seconds: float = Field(10.0, gt=0)

@@ -1,5 +1,6 @@
-"""The garbage-collector policy of the API (services/api/gcpolicy.py): pauses are timed and exposed, and once
-the views have caught up their objects are frozen out of full collections, garbage collected first."""
+"""The garbage-collector policy of the API (services/api/gcpolicy.py): pauses are timed and exposed, the young
+generations are collected often and briefly, and once the views have caught up their objects are frozen out of
+full collections, garbage collected first."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from schemas import Topics, dump, ensure_topics, utc_now
-from services.api.gcpolicy import FreezeSurvivors, GcPauses
+from services.api.gcpolicy import YOUNG_THRESHOLDS, FreezeSurvivors, GcPauses
 from services.api.views import floor_minute
 from tests.api.api_factories import scored
 from tests.api.test_api_kafka import metric, producer, settings_for, wait_ready
@@ -89,6 +90,21 @@ def test_only_the_first_freeze_and_those_after_a_thaw_walk_the_whole_heap() -> N
 
 
 @pytest.mark.usefixtures("unfrozen")
+def test_the_policy_sets_its_thresholds_and_puts_the_previous_ones_back() -> None:
+    before = gc.get_threshold()
+    freeze = FreezeSurvivors(thresholds=(123, 45, 678))
+    freeze.start()
+    try:
+        assert gc.get_threshold() == (123, 45, 678)
+        freeze()
+        assert gc.get_freeze_count() > 0
+    finally:
+        freeze.stop()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.usefixtures("unfrozen")
 def test_garbage_cycles_of_frozen_objects_are_reclaimed_at_the_next_thaw() -> None:
     now = [0.0]
     freeze = FreezeSurvivors(thaw_every=3600, clock=lambda: now[0])
@@ -116,10 +132,12 @@ async def test_the_views_are_frozen_once_caught_up_then_every_10_s_unless_turned
     async with producer(bootstrap) as client:
         mention = scored("globex", "m-1", floor_minute(utc_now()))
         await client.send_and_wait(topics.mentions_scored, dump(mention), key=b"globex")
+    thresholds = gc.get_threshold()
     server = serve_api(settings_for(bootstrap, topic_prefix, tmp_path, api_gc_freeze=freeze))
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         await wait_ready(http)
         assert (gc.get_freeze_count() > 0) is freeze
+        assert gc.get_threshold() == (YOUNG_THRESHOLDS if freeze else thresholds)
         if freeze:  # and again every 10 s
 
             async def frozen_again() -> bool:
@@ -132,3 +150,4 @@ async def test_the_views_are_frozen_once_caught_up_then_every_10_s_unless_turned
         assert pauses is not None and pauses >= 1
     server.stop()
     assert gc.get_freeze_count() == 0  # a stopped app leaves nothing frozen
+    assert gc.get_threshold() == thresholds  # and the thresholds as they were
