@@ -11,6 +11,7 @@ when it is dropped, frozen or not; cyclic garbage made of frozen objects waits f
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,10 +42,17 @@ class GcPauses:
 # Collection thresholds while the freeze policy runs. Python's (700, 10, 10) let the views' new objects pile up
 # between two collections of the young generation: at 1,000 mentions/s the API collected it twice a second,
 # ~6 ms each, and the middle one every few seconds, ~25 ms each, all of it time the event loop and every
-# request waited. 100 and 50 collect ~150 and 3 times a second, ~0.1 and ~2.5 ms. The oldest generation is
-# never collected on its own (1000): the freezes keep what it holds to ten seconds of objects, frozen without
-# a walk, and the hourly thaw collects the whole heap.
+# request waited. 100 and 50 collect ~150 and 3 times a second, ~0.1 and ~2.5 ms. Once the views have caught
+# up the oldest generation is never collected on its own: CPython 3.11-3.13 resets its count at each freeze,
+# the freezes keep what it holds to ten seconds of objects, frozen without a walk, and the hourly thaw collects
+# the whole heap. Before that (a catch-up), it is collected after 1000 collections of the middle one.
 YOUNG_THRESHOLDS = (100, 50, 1000)
+
+# The thresholds and the frozen generation belong to the process, not to one app: several apps in one process
+# (tests) share them. The first `start` saves the thresholds, the last `stop` restores them and unfreezes.
+_lock = threading.Lock()
+_started: list[FreezeSurvivors] = []
+_saved_thresholds: list[tuple[int, int, int]] = []
 
 
 class FreezeSurvivors:
@@ -70,20 +78,26 @@ class FreezeSurvivors:
         self.thresholds = thresholds
         self._thawed = clock()
         self._full = True  # the next call collects every generation
-        self._saved_thresholds: tuple[int, int, int] | None = None
 
     def start(self) -> None:
-        """Set the collection thresholds of the policy (process-wide; `stop` puts the previous ones back)."""
-        if self._saved_thresholds is None:
-            self._saved_thresholds = gc.get_threshold()
-        gc.set_threshold(*self.thresholds)
+        """Set the collection thresholds of the policy (process-wide; the last `stop` puts the previous ones back)."""
+        with _lock:
+            if not _started:
+                _saved_thresholds[:] = [gc.get_threshold()]
+            if self not in _started:
+                _started.append(self)
+            gc.set_threshold(*self.thresholds)
 
     def stop(self) -> None:
-        """Leave the collector as it was found: nothing frozen, the previous thresholds."""
-        self.thaw()
-        if self._saved_thresholds is not None:
-            gc.set_threshold(*self._saved_thresholds)
-            self._saved_thresholds = None
+        """The last policy to stop leaves the collector as it was found: nothing frozen, the previous thresholds."""
+        with _lock:
+            if self in _started:
+                _started.remove(self)
+            if _started:
+                return
+            self.thaw()
+            if _saved_thresholds:
+                gc.set_threshold(*_saved_thresholds.pop())
 
     def __call__(self) -> int:
         if self.clock() - self._thawed >= self.thaw_every:

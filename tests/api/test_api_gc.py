@@ -105,6 +105,21 @@ def test_the_policy_sets_its_thresholds_and_puts_the_previous_ones_back() -> Non
 
 
 @pytest.mark.usefixtures("unfrozen")
+def test_apps_sharing_a_process_restore_the_collector_when_the_last_one_stops() -> None:
+    before = gc.get_threshold()
+    first, second = FreezeSurvivors(thresholds=(123, 45, 678)), FreezeSurvivors(thresholds=(123, 45, 678))
+    first.start()
+    second.start()
+    second()
+    first.stop()  # stopped first, started first: the other one still runs
+    assert gc.get_threshold() == (123, 45, 678)
+    assert gc.get_freeze_count() > 0
+    second.stop()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.usefixtures("unfrozen")
 def test_garbage_cycles_of_frozen_objects_are_reclaimed_at_the_next_thaw() -> None:
     now = [0.0]
     freeze = FreezeSurvivors(thaw_every=3600, clock=lambda: now[0])
