@@ -151,8 +151,9 @@ class DescribeGroupsUpToV2(Request[DescribeGroupsRequest_v1 | DescribeGroupsRequ
         return request_struct_class(self.groups)
 
 
-async def group_members(bootstrap: str, groups: Sequence[str]) -> dict[str, tuple[str, list[list[int]]]]:
-    """Per group: its state and, per member, the partitions it has of the topics it was assigned."""
+async def group_members(bootstrap: str, groups: Sequence[str]) -> dict[str, tuple[str, list[list[int] | None]]]:
+    """Per group: its state and, per member, the partitions it has of the topics it was assigned (None when the
+    broker doesn't say: Tansu answers DescribeGroups without the members' assignments)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -162,25 +163,26 @@ async def group_members(bootstrap: str, groups: Sequence[str]) -> dict[str, tupl
             responses.append(await admin._client.send(node_id, DescribeGroupsUpToV2([group_id])))
     finally:
         await admin.close()
-    out: dict[str, tuple[str, list[list[int]]]] = {}
+    out: dict[str, tuple[str, list[list[int] | None]]] = {}
     for response in responses:
         for group in response.groups:
             _, group_id, state, _, _, members = group[:6]
-            assigned = []
+            assigned: list[list[int] | None] = []
             for member in members:
                 raw = member[4]
-                parts = ConsumerProtocolMemberAssignment.decode(raw).partitions() if raw else []
-                assigned.append(sorted(tp.partition for tp in parts))
+                parts = ConsumerProtocolMemberAssignment.decode(raw).partitions() if raw else None
+                assigned.append(sorted(tp.partition for tp in parts) if parts is not None else None)
             out[group_id] = (state, assigned)
     return out
 
 
 def wait_settled(bootstrap: str, app_id: str, workers: Sequence[Worker], timeout: float = 180.0) -> float:
-    """Wait until stage 1's and stage 2's groups are stable with every worker holding partitions."""
+    """Wait until stage 1's and stage 2's groups are stable with every worker holding partitions (or, where the
+    broker doesn't describe assignments, stable with every worker in them)."""
     groups = [f"{app_id}-stage1", app_id]
     started = time.monotonic()
     deadline = started + timeout
-    last: dict[str, tuple[str, list[list[int]]]] = {}
+    last: dict[str, tuple[str, list[list[int] | None]]] = {}
     while time.monotonic() < deadline:
         for worker in workers:
             worker.check_alive()
@@ -189,7 +191,11 @@ def wait_settled(bootstrap: str, app_id: str, workers: Sequence[Worker], timeout
         except Exception as exc:  # the coordinator may not be there yet: ask again
             last = {"error": (repr(exc), [])}
         if all(
-            g in last and last[g][0] == "Stable" and len(last[g][1]) == len(workers) and all(last[g][1]) for g in groups
+            g in last
+            and last[g][0] == "Stable"
+            and len(last[g][1]) == len(workers)
+            and all(a is None or a for a in last[g][1])
+            for g in groups
         ):
             return time.monotonic() - started
         time.sleep(0.5)
