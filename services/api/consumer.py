@@ -58,6 +58,8 @@ EVICT_EVERY_SECONDS = 60.0
 # Seconds between two calls of `on_settled` once caught up: often enough that each call, and each full
 # collection between two, walks only a few seconds' worth of new objects.
 SETTLE_EVERY_SECONDS = 10.0
+# Seconds between two updates of the views' lag gauge.
+LAG_EVERY_SECONDS = 5.0
 # Records taken from the fetcher at once: aiokafka builds them all before handing any over, holding the event
 # loop meanwhile (~20 µs each: 500 took ~10 ms, which answers waited for).
 MAX_RECORDS = 100
@@ -244,6 +246,7 @@ class ViewConsumer:
             )
             await self._check_ready(consumer)
             last_evict = last_settle = time.monotonic()
+            last_lag = 0.0
             # The slice runs across batches: with records buffered, getmany returns without a pause, and the
             # time it spends building them counts too.
             slice_end = time.perf_counter() + APPLY_SLICE_SECONDS
@@ -264,6 +267,9 @@ class ViewConsumer:
                         self._positions[tp] = records[-1].offset + 1
                 if self._pending:
                     await self._check_ready(consumer)
+                if time.monotonic() - last_lag > LAG_EVERY_SECONDS:
+                    last_lag = time.monotonic()
+                    await self._report_lag(consumer)
                 if time.monotonic() - last_evict > EVICT_EVERY_SECONDS:
                     last_evict = time.monotonic()
                     dropped = self.views.evict(self.clock())
@@ -277,6 +283,20 @@ class ViewConsumer:
                     self._settle()
         finally:
             await consumer.stop()
+
+    async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Set the lag gauge of every topic read: records up to the last stable offset not applied yet."""
+        behind: dict[str, int] = {}
+        for tp in self._targets:
+            name = self.names.get(tp.topic, tp.topic)
+            end = consumer.last_stable_offset(tp)  # None before the first fetch, -1 from a broker without it
+            if end is None or end < 0:
+                end = consumer.highwater(tp)
+            if end is None or end < 0:  # nothing fetched from it yet: its end when the consumer started
+                end = self._targets[tp]
+            behind[name] = behind.get(name, 0) + max(0, end - await consumer.position(tp))
+        for name, records in behind.items():
+            self.metrics.view_lag.labels(name).set(records)
 
     @staticmethod
     async def _step_aside() -> float:

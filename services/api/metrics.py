@@ -29,6 +29,14 @@ class ApiMetrics:
             ["topic"],
             registry=registry,
         )
+        # Records of each topic the views have yet to apply: the end a read_committed reader sees (the last stable
+        # offset) minus the consumer's position, summed over the topic's partitions; updated every few seconds.
+        self.view_lag = Gauge(
+            "ecoute_api_view_lag",
+            "Kafka records the API views have yet to apply",
+            ["topic"],
+            registry=registry,
+        )
         # Open SSE alert streams.
         self.sse_clients = Gauge("ecoute_api_sse_clients", "Open SSE alert streams", registry=registry)
         # SSE subscribers dropped because they read too slowly.

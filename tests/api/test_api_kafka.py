@@ -377,3 +377,40 @@ async def _sees_ping(reader: SseReader) -> bool:
         if line.startswith(": ping"):
             return True
     return False
+
+
+async def test_the_views_lag_is_reported_per_topic_and_falls_to_zero_once_caught_up(
+    bootstrap: str, topic_prefix: str, tmp_path: Path, serve_api: Any
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(bootstrap, topics, partitions=2)
+    # Written in transactions, as stage 1 writes: the commit markers take offsets the views never apply.
+    client = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{topic_prefix}lag-test")
+    await client.start()
+    try:
+        minute = floor_minute(utc_now())
+        for chunk in range(3):
+            async with client.transaction():
+                for i in range(1000):
+                    mention = scored("globex", f"m-{chunk}-{i}", minute)
+                    await client.send(topics.mentions_scored, dump(mention), key=f"m-{chunk}-{i}".encode())
+    finally:
+        await client.stop()
+    server = serve_api(settings_for(bootstrap, topic_prefix, tmp_path))
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+
+        async def lag() -> float | None:
+            return metric((await http.get("/metrics")).text, "ecoute_api_view_lag", topic="mentions.scored")
+
+        # Reported after the first fetch, then every 5 s: the first figure still has most of the 3,000 ahead.
+        first = await async_wait_until(lag, 30, interval=0.05, what="the views' lag to be reported")
+        assert first is not None and 1000 < first <= 3000
+
+        async def caught_up() -> bool:
+            return await lag() == 0
+
+        await async_wait_until(caught_up, 30, what="the lag to fall to 0")
+        text = (await http.get("/metrics")).text
+        assert metric(text, "ecoute_api_view_records_total", topic="mentions.scored") == 3000
+        for name in ("kpi.snapshots", "alerts", "alerts.actions", "webhooks.deliveries"):
+            assert metric(text, "ecoute_api_view_lag", topic=name) == 0

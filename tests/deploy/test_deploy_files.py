@@ -78,6 +78,7 @@ ECOUTE_METRICS = {
     "ecoute_api_webhook_deliveries_total": "counter",
     "ecoute_api_webhook_pending": "gauge",
     "ecoute_api_views_ready": "gauge",
+    "ecoute_api_view_lag": "gauge",
 }
 # Series Prometheus makes itself: scrape health and the state of alerting rules.
 PROMETHEUS_SERIES = {"up", "ALERTS"}
@@ -475,6 +476,7 @@ def test_dashboard_shows_what_operators_need(dashboard: dict[str, Any]) -> None:
         r"ecoute_ingest_source_consecutive_failures",
         r"ecoute_api_request_seconds_count",
         r"ecoute_api_sse_clients",
+        r"sum by \(topic\) \(ecoute_api_view_lag\)",
     ]:
         assert re.search(wanted, exprs), f"no dashboard query matches {wanted}"
 
