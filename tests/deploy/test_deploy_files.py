@@ -491,6 +491,7 @@ def test_rules_cover_lag_dead_letters_ingest_and_api_errors(rules: list[dict[str
         "ecoute_api_request_seconds_count",
         "ecoute_ingest_source_consecutive_failures",
         "ecoute_ingest_source_last_success_timestamp_seconds",
+        "ecoute_api_view_lag",
     ]:
         assert metric in by_metric, f"no alerting rule on {metric}"
     for rule in rules:
