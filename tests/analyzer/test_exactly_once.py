@@ -116,11 +116,22 @@ async def test_counts_exact_through_three_kill_9(bootstrap: str, topic_prefix: s
             analyzer = ServiceProcess(["analyzer"], env, tmp_path / f"analyzer-{kill + 1}.log").start()
         await producing
 
+        last: dict[str, dict[str, int]] = {}
+
         async def exact() -> bool:
-            return await day_totals(bootstrap, topics) == expected
+            last.clear()
+            last.update(await day_totals(bootstrap, topics))
+            return last == expected
 
         started = time.monotonic()
-        await async_wait_until(exact, timeout=240, interval=2.0, what=f"day totals equal to the recount {expected}")
+        try:
+            await async_wait_until(exact, timeout=240, interval=2.0, what="day totals equal to the recount")
+        except AssertionError as exc:
+            # Say how far it got: counts short of the recount with stage 1 short of the input mean it stalled.
+            raise AssertionError(
+                f"{exc}: expected {expected}, last {last}; stage 1 of the last incarnation processed "
+                f"{processed(metrics_url):.0f} of {len(records)} records (its own count since it started)"
+            ) from None
         assert time.monotonic() - started < 240
     finally:
         producing.cancel()
