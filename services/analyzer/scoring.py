@@ -526,8 +526,16 @@ class ScoringService(Service):
             seen.update(ids)
 
     async def _fenced(self, tp: TopicPartition) -> None:
-        logger.warning("stage 1: fenced on partition %d (another worker owns it now)", tp.partition)
+        """The partition's producer was fenced: another worker took the partition over, or the broker aborted a
+        transaction that outlived its timeout (a broker stalled longer than that) and moved the producer's epoch
+        on. Only the group can tell which: drop the partition and rejoin. The rebalance hands it back here (a
+        new producer, the ids reloaded, reading from the committed offset) or to its owner; before, a partition
+        fenced by a timeout stayed idle until some other rebalance."""
+        logger.warning("stage 1: fenced on partition %d; rejoining the group to learn who owns it", tp.partition)
         await self._drop([tp])
+        if self._consumer is not None:
+            # aiokafka 0.14 has no public call for this; the coordinator rejoins at its next turn.
+            self._consumer._coordinator.request_rejoin()
 
     async def _abandon(self, consumer: AIOKafkaConsumer, tp: TopicPartition, batch: _OpenBatch, exc: Exception) -> None:
         """Nothing of the batch is visible (aborted) or it will be sent again (at-least-once):
