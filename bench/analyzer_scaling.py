@@ -240,15 +240,14 @@ class Timing:
 
 def time_workers(
     workers: Sequence[Worker], n: int, broker: list[int], timeout: float = 300.0
-) -> tuple[float, float, list[float], tuple[float, float, float]]:
+) -> tuple[float, list[float], tuple[float, float, float]]:
     """Poll the workers' stage-1 counters until they add up to `n`.
 
-    The rate counts from the first processed batch seen to the last, like bench/analyzer_throughput.py.
-    Returns (rate, seconds, per-worker counts, and the cores used over that span by the workers, by the
-    broker, and by anything else on the machine).
+    Returns the seconds from the first processed batch seen to the last, the per-worker counts, and the cores
+    used over that span by the workers, by the broker, and by anything else on the machine.
     """
     deadline = time.monotonic() + timeout
-    first_at = first_total = None
+    first_at = None
     cpu_at_first = (0.0, 0.0, 0.0)
     while time.monotonic() < deadline:
         for worker in workers:
@@ -257,20 +256,20 @@ def time_workers(
         now = time.perf_counter()
         total = sum(counts)
         if total and first_at is None:
-            first_at, first_total = now, total
+            first_at = now
             cpu_at_first = (
                 sum(cpu_seconds(w.pid) for w in workers),
                 sum(cpu_seconds(p) for p in broker),
                 machine_busy_seconds(),
             )
         if total >= n:
-            assert first_at is not None and first_total is not None
+            assert first_at is not None
             seconds = max(now - first_at, 1e-9)
             worker_cpu = sum(cpu_seconds(w.pid) for w in workers) - cpu_at_first[0]
             broker_cpu = sum(cpu_seconds(p) for p in broker) - cpu_at_first[1]
             other_cpu = machine_busy_seconds() - cpu_at_first[2] - worker_cpu - broker_cpu
             cores = (worker_cpu / seconds, broker_cpu / seconds, max(0.0, other_cpu) / seconds)
-            return (total - first_total) / seconds, seconds, counts, cores
+            return seconds, counts, cores
         # Twice a second: each poll costs every worker a /metrics page; the rate itself comes from the
         # broker's timestamps on the scored records (see `run`), not from these polls.
         time.sleep(0.5)
@@ -303,7 +302,7 @@ def run(
         time.sleep(2.0)  # Faust's recovery of the (empty) tables after the assignment
         print(f"  groups stable after {settle:.1f} s; producing {len(corpus)} mentions …", flush=True)
         asyncio.run(produce_at_once(broker_bootstrap, topics.mentions_raw, corpus, transactional))
-        _, seconds, counts, cores = time_workers(workers, len(corpus), broker_pids(broker))
+        seconds, counts, cores = time_workers(workers, len(corpus), broker_pids(broker))
         stage2 = sum(w.processed("stage2") for w in workers)
         isolation = "read_committed" if transactional else "read_uncommitted"
         rate = asyncio.run(scored_rate(broker_bootstrap, topics.mentions_scored, PARTITIONS, isolation))
