@@ -1,4 +1,5 @@
-"""Session fixtures: one real Apache Kafka broker (KRaft) for the whole run, unique names per test."""
+"""Session fixtures: one real Apache Kafka broker (KRaft) and one real PostgreSQL server for the whole run,
+unique names (topics, databases) per test."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from ecoute.brokers import KafkaCluster
+from ecoute.postgres import LocalPostgres
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +26,22 @@ def kafka() -> Iterator[KafkaCluster]:
 @pytest.fixture
 def bootstrap(kafka: KafkaCluster) -> str:
     return kafka.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server (Debian's binaries) on a free loopback port, started once per test session."""
+    server = LocalPostgres().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database_url(postgres: LocalPostgres) -> str:
+    """A fresh, empty database of the session's server for this test."""
+    return postgres.create_database(f"test_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture
