@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -73,7 +74,7 @@ async def migrate(url: str) -> list[int]:
                 if migration.version in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(migration.path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+                    await conn.execute(migration.path.read_text(encoding="utf-8"))
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (migration.version, migration.name),
@@ -106,7 +107,7 @@ def retention_cutoff(months_kept: int, now: datetime) -> datetime:
     return datetime.combine(add_months(month_start(now), -(months_kept - 1)), datetime.min.time(), UTC)
 
 
-async def create_partition(conn: psycopg.AsyncConnection[object], table: str, month: date) -> None:
+async def create_partition(conn: psycopg.AsyncConnection[Any], table: str, month: date) -> None:
     """Create the month's partition of `table` if it is missing (in the caller's transaction)."""
     await conn.execute(
         sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
@@ -118,7 +119,7 @@ async def create_partition(conn: psycopg.AsyncConnection[object], table: str, mo
     )
 
 
-async def existing_partitions(conn: psycopg.AsyncConnection[object]) -> dict[str, set[date]]:
+async def existing_partitions(conn: psycopg.AsyncConnection[Any]) -> dict[str, set[date]]:
     """The monthly partitions there are, by table."""
     cur = await conn.execute(
         "SELECT child.relname FROM pg_inherits"
@@ -135,9 +136,7 @@ async def existing_partitions(conn: psycopg.AsyncConnection[object]) -> dict[str
     return found
 
 
-async def drop_expired_partitions(
-    conn: psycopg.AsyncConnection[object], months_kept: int, now: datetime
-) -> list[str]:
+async def drop_expired_partitions(conn: psycopg.AsyncConnection[Any], months_kept: int, now: datetime) -> list[str]:
     """Drop every monthly partition wholly older than the retention; returns the names dropped."""
     cutoff = retention_cutoff(months_kept, now).date()
     dropped = []

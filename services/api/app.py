@@ -65,6 +65,7 @@ from services.api.consumer import (
 )
 from services.api.fanout import AlertFanout
 from services.api.gcpolicy import FreezeSurvivors, GcPauses
+from services.api.history import History
 from services.api.hotpath import KpisHotPath
 from services.api.metrics import ApiMetrics
 from services.api.settings import ApiSettings
@@ -444,6 +445,7 @@ def create_app(
         on_settled=freezer,
     )
     writer = ActionWriter(settings)
+    history = History(settings.database_url)
     dispatcher: WebhookDispatcher | None = None
     if hooks:
         topics = Topics(settings.topic_prefix)
@@ -453,6 +455,7 @@ def create_app(
 
         dispatcher = WebhookDispatcher(
             bootstrap=settings.bootstrap,
+            idempotence=settings.kafka_idempotence,
             alerts_topic=topics.alerts,
             deliveries_topic=topics.webhooks_deliveries,
             group=f"{settings.topic_prefix}{settings.webhook_group}",
@@ -489,6 +492,7 @@ def create_app(
         gc_pauses.install()
         if freezer is not None:
             freezer.start()
+        await history.open()
         await consumer.start()
         if dispatcher is not None:
             await dispatcher.start()
@@ -501,6 +505,7 @@ def create_app(
                 await dispatcher.stop()
             await consumer.stop()
             await writer.stop()
+            await history.close()
             gc_pauses.remove()
             if freezer is not None:
                 freezer.stop()
@@ -526,6 +531,7 @@ def create_app(
     app.state.deliveries = deliveries
     app.state.dispatcher = dispatcher
     app.state.clock = clock
+    app.state.history = history
 
     v1 = APIRouter(prefix="/v1")
 

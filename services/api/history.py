@@ -1,0 +1,76 @@
+"""The API's side of the history store: a pool of PostgreSQL connections, opened in the lifespan when
+`ECOUTE_DATABASE_URL` is set, and the dependency the history routes use to reach it.
+
+Without a database the history routes answer 503 saying what to set; the live routes do not need it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+logger = logging.getLogger(__name__)
+
+# Seconds a history request waits for a free connection before answering 503.
+POOL_TIMEOUT_SECONDS = 5.0
+
+
+class History:
+    """The connection pool of the history store (None when no database is configured)."""
+
+    def __init__(self, url: str | None, max_size: int = 8) -> None:
+        self.url = url
+        self.pool: AsyncConnectionPool[AsyncConnection[Any]] | None = (
+            AsyncConnectionPool(
+                url,
+                min_size=1,
+                max_size=max_size,
+                open=False,
+                timeout=POOL_TIMEOUT_SECONDS,
+                name="ecoute-api-history",
+                kwargs={"autocommit": True},
+            )
+            if url
+            else None
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.pool is not None
+
+    async def open(self) -> None:
+        if self.pool is not None:
+            # Not waiting: the API serves live data while the database is still starting or away.
+            await self.pool.open(wait=False)
+            logger.info("history store at %s", _redacted(self.url or ""))
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else f"{scheme}{sep}{user}@{host}"
+    return url
+
+
+def get_history(request: Request) -> History:
+    """The app's history store; 503 when none is configured."""
+    history: History | None = getattr(request.app.state, "history", None)
+    if history is None or not history.enabled:
+        raise HTTPException(
+            503, "no history store: set ECOUTE_DATABASE_URL (ecoute run starts a local PostgreSQL by itself)"
+        )
+    return history
+
+
+HistoryDep = Annotated[History, Depends(get_history)]
