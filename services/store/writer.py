@@ -36,9 +36,7 @@ _UPSERT_KPI = sql.SQL(
 ).format(
     cols=sql.SQL(", ").join(sql.Identifier(c) for c in KPI_COLUMNS),
     params=sql.SQL(", ").join(sql.Placeholder() for _ in KPI_COLUMNS),
-    sets=sql.SQL(", ").join(
-        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in KPI_COLUMNS[3:]
-    ),
+    sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in KPI_COLUMNS[3:]),
 )
 _INSERT_ALERT = sql.SQL("INSERT INTO alerts ({cols}) VALUES ({params}) ON CONFLICT DO NOTHING").format(
     cols=sql.SQL(", ").join(sql.Identifier(c) for c in ALERT_COLUMNS),
@@ -128,9 +126,7 @@ async def write_batch(conn: Conn, batch: Batch, cutoff: datetime, partitions: Pa
 
 async def stored_offsets(conn: Conn, topics: list[str]) -> dict[tuple[str, int], int]:
     """The next offset to read of every partition the store has written from."""
-    cur = await conn.execute(
-        "SELECT topic, partition, next_offset FROM sink_offsets WHERE topic = ANY(%s)", (topics,)
-    )
+    cur = await conn.execute("SELECT topic, partition, next_offset FROM sink_offsets WHERE topic = ANY(%s)", (topics,))
     return {(topic, part): offset for topic, part, offset in await cur.fetchall()}
 
 
