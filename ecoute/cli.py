@@ -17,20 +17,23 @@ import httpx
 import yaml
 
 from ecoute.brokers import BrokerError, TansuBroker
+from ecoute.postgres import LocalPostgres, PostgresError, default_data_dir
 
 logger = logging.getLogger("ecoute")
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
-SERVICES = ("ingest", "analyzer", "api")
+SERVICES = ("ingest", "analyzer", "api", "store")
 USAGE = """usage: ecoute <command> [options]
 
 commands:
-  run [--demo]        everything in one command (embedded broker unless ECOUTE_KAFKA_BOOTSTRAP_SERVERS is set)
+  run [--demo]        everything in one command (embedded broker unless ECOUTE_KAFKA_BOOTSTRAP_SERVERS is set,
+                      local PostgreSQL unless ECOUTE_DATABASE_URL is set)
   ingest              the ingest service: HTTP push on :8001 and the configured sources
   ingest replay FILE  produce the mentions of a JSONL file
   ingest simulate     produce a simulated stream (see --help)
   analyzer            the Faust stream processor (both stages)
   api                 the REST/SSE API and live page on :8000
+  store               the history store: topics → PostgreSQL (needs ECOUTE_DATABASE_URL)
 """
 
 
@@ -124,6 +127,7 @@ def run(argv: list[str]) -> int:
     env.setdefault("ECOUTE_ANALYZER_DATA_DIR", str(workdir / "analyzer"))
 
     broker: TansuBroker | None = None
+    database: LocalPostgres | None = None
     supervisor = Supervisor(env)
     stop_requested = False
 
@@ -143,6 +147,10 @@ def run(argv: list[str]) -> int:
             logger.info(
                 "embedded broker (Tansu, memory only: nothing is kept across restarts) at %s", broker.bootstrap_servers
             )
+        if not env.get("ECOUTE_DATABASE_URL"):
+            database = LocalPostgres(data_dir=default_data_dir()).start()
+            env["ECOUTE_DATABASE_URL"] = database.url
+            logger.info("local PostgreSQL for the history at %s (data in %s)", database.url, database.data_dir)
         for name in SERVICES:
             supervisor.start(name)
         ingest_url = f"http://{env.get('ECOUTE_INGEST_HOST', '127.0.0.1')}:{env.get('ECOUTE_INGEST_PORT', '8001')}"
@@ -158,7 +166,8 @@ def run(argv: list[str]) -> int:
                 f"  push mentions    POST {ingest_url}/v1/mentions\n"
                 f"  metrics          {api_url}/metrics  {ingest_url}/metrics  "
                 f"http://127.0.0.1:{env.get('ECOUTE_ANALYZER_METRICS_PORT', '8002')}/metrics\n"
-                f"  Kafka            {env['ECOUTE_KAFKA_BOOTSTRAP_SERVERS']}\n",
+                f"  Kafka            {env['ECOUTE_KAFKA_BOOTSTRAP_SERVERS']}\n"
+                f"  history search   {api_url}/v1/brands/acme/mentions/search?q=support\n",
                 flush=True,
             )
         while not stop_requested:
@@ -168,7 +177,7 @@ def run(argv: list[str]) -> int:
                 code = 1
                 break
             time.sleep(0.3)
-    except (BrokerError, RuntimeError) as exc:
+    except (BrokerError, PostgresError, RuntimeError) as exc:
         logger.error("%s", exc)
         code = 1
     finally:
@@ -176,6 +185,9 @@ def run(argv: list[str]) -> int:
         if broker is not None:
             logger.info("stopping the embedded broker")
             broker.stop()
+        if database is not None:
+            logger.info("stopping the local PostgreSQL")
+            database.stop(remove=False)
         logger.info("stopped")
     return code
 
@@ -201,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         from services.api.cli import main as api_main
 
         return api_main(rest)
+    if command == "store":
+        from services.store.cli import main as store_main
+
+        return store_main(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -243,7 +243,14 @@ class LocalPostgres:
 
 
 def default_data_dir() -> Path:
-    """Where `ecoute run` keeps its local server's data: history must outlive a restart."""
+    """Where `ecoute run` keeps its local server's data (history must outlive a restart):
+    $ECOUTE_POSTGRES_DATA_DIR, else /var/lib/ecoute/postgres as root (the server's user cannot enter /root),
+    else ~/.local/share/ecoute/postgres."""
+    configured = os.environ.get("ECOUTE_POSTGRES_DATA_DIR")
+    if configured:
+        return Path(configured)
+    if os.geteuid() == 0:
+        return Path("/var/lib/ecoute/postgres")
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "ecoute" / "postgres"
 
