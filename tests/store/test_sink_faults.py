@@ -96,7 +96,8 @@ async def test_postgres_stopped_and_restarted_mid_flow(
         await producing
         await asyncio.to_thread(wait_until, lambda: stored(url) == TOTAL, 90, what=f"{TOTAL} mentions stored")
         assert_exact(url, topics.mentions_scored)
-        assert "ecoute_store_database_up 1.0" in httpx.get(metrics_url, timeout=2).text
+        up = await asyncio.to_thread(httpx.get, metrics_url, timeout=2)
+        assert "ecoute_store_database_up 1.0" in up.text
         assert "PostgreSQL went away" in store.log_tail(400) or "not reachable" in store.log_tail(400)
     finally:
         store.stop()
