@@ -30,6 +30,8 @@ from services.api.settings import ApiSettings
 from services.ingest.metrics import build_metrics as build_ingest_metrics
 from services.ingest.settings import IngestSettings
 from services.ingest.simulate import SimulateOptions, simulation_from_options
+from services.store.metrics import StoreMetrics
+from services.store.settings import StoreSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -79,6 +81,15 @@ ECOUTE_METRICS = {
     "ecoute_api_webhook_pending": "gauge",
     "ecoute_api_views_ready": "gauge",
     "ecoute_api_view_lag": "gauge",
+    # store
+    "ecoute_store_records_total": "counter",
+    "ecoute_store_rows_written_total": "counter",
+    "ecoute_store_bad_records_total": "counter",
+    "ecoute_store_batch_seconds": "histogram",
+    "ecoute_store_lag": "gauge",
+    "ecoute_store_database_up": "gauge",
+    "ecoute_store_active": "gauge",
+    "ecoute_store_partitions_dropped_total": "counter",
 }
 # Series Prometheus makes itself: scrape health and the state of alerting rules.
 PROMETHEUS_SERIES = {"up", "ALERTS"}
@@ -94,10 +105,21 @@ SERVICE_PORTS = {
     "ingest": ("ECOUTE_INGEST_PORT", 8001),
     "analyzer": ("ECOUTE_ANALYZER_METRICS_PORT", 8002),
     "api": ("ECOUTE_API_PORT", 8000),
+    "store": ("ECOUTE_STORE_METRICS_PORT", 8003),
 }
-HOST_VARIABLES = {"ingest": "ECOUTE_INGEST_HOST", "analyzer": "ECOUTE_ANALYZER_METRICS_HOST", "api": "ECOUTE_API_HOST"}
-SETTINGS: dict[str, type[BaseSettings]] = {"ingest": IngestSettings, "analyzer": AnalyzerSettings, "api": ApiSettings}
-CLI_SUBCOMMANDS = {"ingest", "analyzer", "api", "run"}
+HOST_VARIABLES = {
+    "ingest": "ECOUTE_INGEST_HOST",
+    "analyzer": "ECOUTE_ANALYZER_METRICS_HOST",
+    "api": "ECOUTE_API_HOST",
+    "store": "ECOUTE_STORE_METRICS_HOST",
+}
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "ingest": IngestSettings,
+    "analyzer": AnalyzerSettings,
+    "api": ApiSettings,
+    "store": StoreSettings,
+}
+CLI_SUBCOMMANDS = {"ingest", "analyzer", "api", "store", "run"}
 
 # PromQL words that are neither metric names nor functions (functions are recognised by their "(").
 PROMQL_KEYWORDS = {
@@ -231,7 +253,20 @@ def dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
 
 
 def test_compose_has_every_service(compose: dict[str, Any]) -> None:
-    assert {"kafka", "ingest", "analyzer", "api", "prometheus", "grafana"} <= set(compose["services"])
+    assert {"kafka", "postgres", "ingest", "analyzer", "api", "store", "prometheus", "grafana"} <= set(
+        compose["services"]
+    )
+
+
+def test_every_ecoute_service_reaches_the_compose_postgres(compose: dict[str, Any]) -> None:
+    postgres = compose["services"]["postgres"]
+    env = environment(postgres)
+    url = f"postgresql://{env['POSTGRES_USER']}:${{POSTGRES_PASSWORD:-ecoute}}@postgres:5432/{env['POSTGRES_DB']}"
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    for name in SERVICE_PORTS:
+        service = compose["services"][name]
+        assert environment(service)["ECOUTE_DATABASE_URL"] == url, name
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
 
 
 @pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
@@ -417,11 +452,12 @@ def test_metric_name_extraction(expr: str, names: set[str]) -> None:
 
 
 def published_metrics() -> dict[str, str]:
-    """What the three services' metrics modules register: exposed name -> kind."""
+    """What the services' metrics modules register: exposed name -> kind."""
     registry = CollectorRegistry()
     build_ingest_metrics(registry)
     build_analyzer_metrics(registry)
     ApiMetrics(registry)
+    StoreMetrics.build(registry)
     # prometheus_client strips a counter's `_total` from its family name and adds it back when exposing.
     return {f"{m.name}_total" if m.type == "counter" else m.name: m.type for m in registry.collect()}
 
