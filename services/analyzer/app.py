@@ -23,6 +23,8 @@ from faust.types import EventT
 from prometheus_client import CollectorRegistry
 
 from schemas import EcouteConfig, Topics
+from schemas.producers import start_producer
+from schemas.settings import Idempotence
 from services.analyzer.metrics import AnalyzerMetrics, build_metrics
 from services.analyzer.pipeline import Stage1, Stage2, describe_error, new_brand_state, parse_partial
 from services.analyzer.scoring import ScoringService, dlq_headers, reason_class
@@ -43,6 +45,25 @@ class _ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
 class ReadCommittedConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+
+
+def ruled_producer(idempotence: Idempotence) -> type[faust_aiokafka.Producer]:
+    """Faust's producer class (stage 2's snapshots, alerts, DLQ records and changelogs), started by
+    schemas.producers like every other producer, so it follows `ECOUTE_KAFKA_IDEMPOTENCE` too."""
+
+    class RuledProducer(faust_aiokafka.Producer):
+        async def on_start(self) -> None:
+            # Faust's own on_start builds an AIOKafkaProducer with its settings; this one hands them to the rule.
+            await super(faust_aiokafka.Producer, self).on_start()
+            options = {**self._settings_default(), **self._settings_auth()}
+            servers = options.pop("bootstrap_servers")
+            del options["acks"]  # producer_acks=-1: the rule's acks=all
+            bootstrap = servers if isinstance(servers, str) else ",".join(servers)
+            producer = await start_producer(bootstrap, idempotence, **options)
+            self._producer = producer
+            self.beacon.add(producer)
+
+    return RuledProducer
 
 
 @contextlib.contextmanager
@@ -87,6 +108,7 @@ def create_app(
         stream_buffer_maxsize=max(4096, settings.analyzer_batch_size * 2),
     )
     app.transport.Consumer = ReadCommittedConsumer  # type: ignore[misc]
+    app.transport.Producer = ruled_producer(settings.kafka_idempotence)  # type: ignore[misc]
     partials_topic = app.topic(
         topics.kpi_partials, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
     )

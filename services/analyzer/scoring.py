@@ -41,6 +41,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
 from schemas import Topics
+from schemas.producers import start_producer, transactional_producer
 from services.analyzer.metrics import AnalyzerMetrics
 from services.analyzer.pipeline import RawRecord, Stage1, Stage1Result
 from services.analyzer.settings import AnalyzerSettings
@@ -190,8 +191,10 @@ class ScoringService(Service):
             self.group_id,
         )
         if not self.transactional:
-            self._plain_producer = self._new_producer(None)
-            await self._plain_producer.start()
+            # Without transactions, the one idempotence rule of every producer (ECOUTE_KAFKA_IDEMPOTENCE).
+            self._plain_producer = await start_producer(
+                self.settings.bootstrap, self.settings.kafka_idempotence, **self._producer_options()
+            )
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
         # Started from the task, not on_start: joining a group can take a while (the embedded broker
@@ -229,25 +232,29 @@ class ScoringService(Service):
             self._plain_producer = None
         logger.info("stage 1: stopped")
 
-    def _new_producer(self, transactional_id: str | None) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap,
-            acks="all",
-            enable_idempotence=transactional_id is not None,
-            transactional_id=transactional_id,
-            transaction_timeout_ms=int(self.settings.analyzer_transaction_timeout * 1000),
-            linger_ms=5,
+    def _producer_options(self) -> dict[str, Any]:
+        return {
+            "client_id": f"{self.group_id}-producer",
+            "linger_ms": 5,
             # A scored chunk (1,000 posts, ~550 kB) fits in one batch: the producer keeps one batch per
             # partition in flight, and a second one would wait for the first's round trip. Kafka
             # refuses batches over `message.max.bytes` (1 MiB by default).
-            max_batch_size=1_000_000,
-            max_request_size=8 * 1024 * 1024,
+            "max_batch_size": 1_000_000,
+            "max_request_size": 8 * 1024 * 1024,
+        }
+
+    def _new_transactional_producer(self, transactional_id: str) -> AIOKafkaProducer:
+        return transactional_producer(
+            self.settings.bootstrap,
+            transactional_id,
+            transaction_timeout_ms=int(self.settings.analyzer_transaction_timeout * 1000),
+            **self._producer_options(),
         )
 
     async def _broker_supports_transactions(self) -> bool:
         if self.settings.analyzer_guarantee != "auto":
             return self.settings.analyzer_guarantee == "exactly_once"
-        probe = self._new_producer(f"{self.group_id}-probe")
+        probe = self._new_transactional_producer(f"{self.group_id}-probe")
         try:
             await asyncio.wait_for(probe.start(), timeout=30)
             await probe.begin_transaction()
@@ -283,7 +290,7 @@ class ScoringService(Service):
         async with self._lock:
             for tp in assigned:
                 if self.transactional:
-                    producer = self._new_producer(f"{self.group_id}-{tp.partition}")
+                    producer = self._new_transactional_producer(f"{self.group_id}-{tp.partition}")
                     await producer.start()  # InitProducerId: fences the previous owner, aborts its open batch
                     self._producers[tp.partition] = producer
             await self._learn_partitions()

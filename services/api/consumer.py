@@ -39,6 +39,7 @@ from schemas import (
     load,
     utc_now,
 )
+from schemas.producers import start_producer
 from services.api.actions import MalformedAction, action_key, encode_action, parse_action
 from services.api.fanout import AlertFanout
 from services.api.metrics import ApiMetrics
@@ -497,15 +498,12 @@ class ActionWriter:
         async with self._lock:
             if self._producer is None:
                 await ensure_own_topics(self.settings, [self.topic])
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self.settings.bootstrap,
-                    acks="all",
-                    enable_idempotence=True,
+                self._producer = await start_producer(
+                    self.settings.bootstrap,
+                    self.settings.kafka_idempotence,
                     client_id="ecoute-api-actions",
                     request_timeout_ms=int(self.timeout * 1000),
                 )
-                await producer.start()
-                self._producer = producer
             return self._producer
 
     async def write(self, action: AlertAck | MentionHandled) -> None:

@@ -36,6 +36,8 @@ from schemas.netguard import AddressForbidden, IPNetwork, PinnedBackend, PinnedT
 from schemas.netguard import address_refusal as address_refusal
 from schemas.netguard import ip_literal as ip_literal
 from schemas.netguard import parse_networks as parse_networks
+from schemas.producers import start_producer
+from schemas.settings import Idempotence
 
 logger = logging.getLogger(__name__)
 
@@ -347,8 +349,10 @@ class WebhookDispatcher:
         metrics: DispatcherMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
+        idempotence: Idempotence = "auto",
     ) -> None:
         self.bootstrap = bootstrap
+        self.idempotence = idempotence
         self.alerts_topic = alerts_topic
         self.deliveries_topic = deliveries_topic
         self.group = group
@@ -399,9 +403,6 @@ class WebhookDispatcher:
     async def _dispatch(self) -> None:
         if self.prepare is not None:
             await self.prepare()
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, client_id="ecoute-api-webhooks"
-        )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group,
@@ -411,7 +412,7 @@ class WebhookDispatcher:
             auto_offset_reset="latest",
             isolation_level="read_committed",
         )
-        await producer.start()
+        producer = await start_producer(self.bootstrap, self.idempotence, client_id="ecoute-api-webhooks")
         self._producer = producer
         sender: asyncio.Task[None] | None = None
         try:

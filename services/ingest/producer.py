@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 
 from schemas import Topics, ensure_topics
+from schemas.producers import is_idempotent, start_producer
 from services.ingest.metrics import IngestMetrics
 from services.ingest.settings import IngestSettings
 
@@ -37,7 +38,7 @@ class KafkaUnavailable(Exception):
 
 
 class IngestProducer:
-    """An idempotent AIOKafkaProducer (acks=all) that (re)connects in the background.
+    """An acks=all AIOKafkaProducer, idempotent under `ECOUTE_KAFKA_IDEMPOTENCE`, that (re)connects in the background.
 
     `start` returns once connected or after `kafka_startup_wait` seconds, whichever comes first, so the
     service starts even with the broker down and reports itself unhealthy until it connects.
@@ -55,7 +56,7 @@ class IngestProducer:
         # accumulator, this bounds the memory ingest holds for the broker.
         self._slots = asyncio.Semaphore(settings.max_inflight_requests)
         self.last_error: str | None = None
-        self.idempotent = settings.kafka_idempotence != "off"
+        self.idempotent = False  # known once connected (schemas.producers decides)
 
     @property
     def connected(self) -> bool:
@@ -109,11 +110,10 @@ class IngestProducer:
                 settings.replication_factor,
                 timeout=self._attempt_timeout / 2,
             )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap,
+        producer = await start_producer(
+            settings.bootstrap,
+            settings.kafka_idempotence,
             client_id="ecoute-ingest",
-            acks="all",
-            enable_idempotence=self.idempotent,
             linger_ms=settings.linger_ms,
             max_batch_size=settings.producer_batch_bytes,
             # A mention is at most ~100 kB of text; a record may not exceed a request body.
@@ -121,22 +121,7 @@ class IngestProducer:
             request_timeout_ms=int(max(settings.send_timeout, 5.0) * 1000),
             retry_backoff_ms=200,
         )
-        try:
-            await producer.start()
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            if self._refuses_idempotence(exc):
-                logger.warning(
-                    "Kafka at %s refused an idempotent producer (%r); using acks=all without idempotence: "
-                    "a producer retry may then duplicate a record (mention ids keep duplicates detectable)",
-                    settings.bootstrap,
-                    exc,
-                )
-                self.idempotent = False
-                await self._connect_once()
-                return
-            raise
+        self.idempotent = is_idempotent(producer)
         self._count_retries(producer)
         self._producer = producer
         self.last_error = None
@@ -145,15 +130,6 @@ class IngestProducer:
             "connected to Kafka at %s (acks=all, %s)",
             settings.bootstrap,
             "idempotent" if self.idempotent else "not idempotent",
-        )
-
-    def _refuses_idempotence(self, exc: BaseException) -> bool:
-        # The broker answered (so not a connection problem) but would not hand out a producer id.
-        return (
-            self.idempotent
-            and self.settings.kafka_idempotence == "auto"
-            and isinstance(exc, KafkaError)
-            and not isinstance(exc, KafkaConnectionError)
         )
 
     def _count_retries(self, producer: AIOKafkaProducer) -> None:

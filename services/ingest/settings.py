@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
@@ -31,9 +31,6 @@ class IngestSettings(CommonSettings):
     kafka_startup_wait: float = Field(10.0, ge=0)
     # Pause between connection attempts while Kafka is unreachable.
     kafka_reconnect_interval: float = Field(2.0, gt=0)
-    # Idempotent producer (no duplicates from producer retries). "auto" falls back to a plain acks=all
-    # producer when the broker refuses idempotence (the embedded Tansu broker does).
-    kafka_idempotence: Literal["auto", "on", "off"] = "auto"
     # Run the `sources:` of the config file (polled connectors and simulate) inside the ingest service.
     ingest_sources: bool = True
     # Polling: each wait is the source's interval ± this fraction, so sources don't fire in lockstep.

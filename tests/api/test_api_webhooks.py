@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ecoute.brokers import TansuBroker
 from schemas import Topics, WebhookConfig, ensure_topics, to_dict, utc_now
 from services.api.settings import ApiSettings
 from services.api.webhooks import (
@@ -59,11 +60,11 @@ webhooks:
     return ApiSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, config=config, **{**fast, **extra})
 
 
-async def dispatcher_ready(server: ApiServer) -> None:
+async def dispatcher_ready(server: ApiServer, within: float = 20) -> None:
     async def ready() -> bool:
         return bool(server.app.state.dispatcher.ready)
 
-    await async_wait_until(ready, 20, what="the webhook dispatcher to own the alerts partitions")
+    await async_wait_until(ready, within, what="the webhook dispatcher to own the alerts partitions")
 
 
 async def deliveries(http: httpx.AsyncClient, **params: str) -> dict[str, dict[str, Any]]:
@@ -204,3 +205,45 @@ async def test_sender_refuses_private_addresses_and_redirects(receiver: WebhookR
         assert (gone.status_code, gone.permanent) == (410, True)
     # Only the allowed request and the two answered on purpose reached the server: the redirect was not followed.
     assert [r.path for r in receiver.received] == ["/hook", "/moved", "/gone"]
+
+
+@pytest.fixture(params=["tansu", "kafka"])
+def any_broker(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The embedded broker `ecoute run` starts (Tansu: no idempotent producers) and Apache Kafka."""
+    if request.param == "kafka":
+        yield request.getfixturevalue("kafka").bootstrap_servers
+        return
+    broker = TansuBroker().start()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+async def test_webhooks_deliver_signed_on_the_embedded_broker_and_on_kafka(
+    any_broker: str, topic_prefix: str, tmp_path: Path, serve_api: Any, receiver: WebhookReceiver
+) -> None:
+    # Every producer follows ECOUTE_KAFKA_IDEMPOTENCE=auto (schemas.producers): the dispatcher's and the
+    # ack writer's start on Tansu too, which refuses idempotent producers.
+    receiver.fail_first = 0
+    topics = Topics(topic_prefix)
+    await ensure_topics(any_broker, topics, partitions=1)
+    hooks = f'  - {{url: "{receiver.url("/hook")}", format: json, secret: {SECRET}, brands: [acme]}}\n'
+    server: ApiServer = serve_api(hook_settings(any_broker, topic_prefix, tmp_path, hooks, partitions=1))
+    async with httpx.AsyncClient(base_url=server.url, timeout=10, headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+        await wait_ready(http)
+        # Tansu holds a group join for a while before it assigns partitions.
+        await dispatcher_ready(server, within=60)
+        a1 = alert("acme", "a1", utc_now())
+        async with producer(any_broker) as client:
+            await send_alerts(client, topics, a1)
+
+        async def delivered() -> bool:
+            return "a1 json" in await deliveries(http, status="delivered")
+
+        await async_wait_until(delivered, 30, what="a1 to be delivered and its state read back")
+        sent = receiver.for_alert("a1")
+        assert [(r.path, r.status, r.signed_ok) for r in sent] == [("/hook", 200, True)]
+        assert sent[0].json == to_dict(a1)
+        acked = await http.post("/v1/alerts/a1/ack", json={"by": "jane"})
+        assert (acked.status_code, acked.json()["acked_by"]) == (200, "jane"), acked.text
