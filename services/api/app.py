@@ -44,6 +44,7 @@ from schemas import (
     utc_now,
 )
 from schemas.models import Note, Who
+from services.api import history_report
 from services.api.auth import (
     OPEN_ACCESS,
     AccessGuard,
@@ -756,10 +757,14 @@ def create_app(
     app.include_router(v1)
 
     # -- analytics endpoints (services/api/insights.py, another engineer's router) behind the same keys -------
+    app.state.brand_guard = brand_guard
     if insights is not None:
         app.state.insights = insights.views
-        app.state.brand_guard = brand_guard
         app.include_router(insights.router, dependencies=[Depends(current_principal)], responses=errors())
+
+    # -- history reports (history_report.py): the brand's competitors are its share-of-voice group ----------
+    app.state.competitors = {name: list(brand.competitors) for name, brand in config.brands.items()}
+    app.include_router(history_report.router, dependencies=[Depends(current_principal)], responses=errors())
 
     # -- operations (open) -----------------------------------------------------------------------
 

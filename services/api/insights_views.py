@@ -27,7 +27,7 @@ Influence of an author (ranking of `/authors`)
 Sites and source types (`/sources`) are ranked by mentions, then engagement, then reach, then name.
 `sentiment_avg` everywhere is the mean compound score of the *scored* mentions (unscored ones excluded).
 
-Love index (0–100, `/love`)
+Love index (0–100, `/love`; the formula is schemas/love.py, shared with the history reports)
     love = 100 × Σ wᵢ·cᵢ / Σ wᵢ, over the components that can be computed, rounded to one decimal:
     - audience growth, w = 0.4: c = clamp(0.5 + 5·g, 0, 1), where g is the relative change over 7 days of
       the summed audience (latest readings of `followers`, `fans`, `subscribers`, `members` metrics on every
@@ -66,6 +66,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import AccountMetric, EcouteConfig, Kpi, ScoredMention, load, utc_now
+from schemas.love import AUDIENCE_METRICS, LOVE_FORMULA, audience_growth, love_score
 from schemas.models import KpiEngagement
 from services.api.views import MINUTE, floor_minute, window_bounds
 
@@ -91,9 +92,7 @@ TREND_SMOOTHING = 1.0
 TREND_TEXT_CHARS = 5_000
 BRAND_TERMS_KEPT = 1_000
 
-AUDIENCE_METRICS = frozenset({"followers", "fans", "subscribers", "members"})
 LINK_METRICS = frozenset({"inbound_links", "backlinks", "links"})
-LOVE_WEIGHTS = {"audience_growth": 0.4, "engagement": 0.3, "positive_share": 0.3}
 
 TOPIC_MENTIONS_SCORED = "mentions.scored"
 TOPIC_KPI_SNAPSHOTS = "kpi.snapshots"
@@ -723,7 +722,7 @@ class LoveKpis(_Answer):
                     },
                     "components": {"audience_growth": 0.75, "engagement": 0.5, "positive_share": 0.75},
                     "love_index": 67.5,
-                    "formula": "100 × (0.4·audience_growth + 0.3·engagement + 0.3·positive_share) / Σ weights present",
+                    "formula": LOVE_FORMULA,
                 }
             ]
         },
@@ -737,7 +736,7 @@ class LoveKpis(_Answer):
     engagement_24h: EngagementDay
     components: LoveComponents
     love_index: float | None = Field(None, description="0–100; null when no component can be computed")
-    formula: str = "100 × (0.4·audience_growth + 0.3·engagement + 0.3·positive_share) / Σ weights present"
+    formula: str = LOVE_FORMULA
 
 
 class EmergingTerm(_Answer):
@@ -1223,17 +1222,9 @@ class Insights:
         day = self._tally(brand, start, end)
         per_mention = day.engagement / day.mentions if day.mentions else None
 
-        growth = (audience_now - audience_week_ago) / audience_week_ago if audience_week_ago > 0 else None
+        score = love_score(audience_growth(audience_week_ago, audience_now), per_mention, day.positive, day.negative)
         components = LoveComponents(
-            audience_growth=None if growth is None else round(min(1.0, max(0.0, 0.5 + 5 * growth)), 4),
-            engagement=None if per_mention is None else round(min(1.0, math.log10(1 + per_mention) / 2), 4),
-            positive_share=_ratio(day.positive, day.positive + day.negative),
-        )
-        present = {name: getattr(components, name) for name in LOVE_WEIGHTS if getattr(components, name) is not None}
-        love_index = (
-            round(100 * sum(LOVE_WEIGHTS[n] * c for n, c in present.items()) / sum(LOVE_WEIGHTS[n] for n in present), 1)
-            if present
-            else None
+            audience_growth=score.audience_growth, engagement=score.engagement, positive_share=score.positive_share
         )
         audience_readings = [r for r in accounts if r.kind == "audience"]
         return LoveKpis(
@@ -1254,7 +1245,7 @@ class Insights:
                 negative=day.negative,
             ),
             components=components,
-            love_index=love_index,
+            love_index=score.index,
         )
 
     def trends(self, brand: str, limit: int = 20, now: datetime | None = None) -> Trends:
