@@ -25,8 +25,12 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) kafka-jars lint ## lint, then the whole test suite against a real Kafka broker
-	$(BIN)/pytest -p no:cacheprovider
+test-tools: ## install the Debian packages the suite needs and lacks (Java, Maven, Chromium, promtool, PostgreSQL)
+	deploy/install-test-tools.sh
+
+# REQUIRE_TEST_TOOLS: a test whose tool is missing fails instead of skipping, and any skip fails the run.
+test: test-tools $(STAMP) kafka-jars lint ## lint, then the whole test suite against a real Kafka broker, nothing skipped
+	REQUIRE_TEST_TOOLS=1 $(BIN)/pytest -p no:cacheprovider
 
 run: $(STAMP) ## start the demo: embedded broker, ingest, analyzer, API, simulated mentions
 	$(BIN)/ecoute run --demo
@@ -48,4 +52,4 @@ format: $(STAMP) ## format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-.PHONY: help venv kafka-jars lint test run bench bench-all bench-tools format
+.PHONY: help venv kafka-jars lint test-tools test run bench bench-all bench-tools format

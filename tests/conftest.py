@@ -11,6 +11,7 @@ import pytest
 
 from ecoute.brokers import KafkaCluster
 from ecoute.postgres import LocalPostgres
+from tests.helpers import tools_required
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +57,24 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("ECOUTE_"):
             monkeypatch.delenv(name, raising=False)
+
+
+# Under `make test` (and in CI) the whole suite runs: a skipped test fails the session, naming it.
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and tools_required():
+        _skipped.append(f"{report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else ''}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _skipped:
+        terminalreporter.section("skipped under make test (REQUIRE_TEST_TOOLS), counted as a failure", red=True)
+        for line in _skipped:
+            terminalreporter.line(line)

@@ -10,11 +10,24 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import httpx
+import pytest
 
 T = TypeVar("T")
+
+
+def tools_required() -> bool:
+    """Under `make test` (REQUIRE_TEST_TOOLS=1, after `make test-tools`) and in CI, a missing tool is a failure."""
+    return any(os.environ.get(name, "").lower() in {"1", "true", "yes"} for name in ("REQUIRE_TEST_TOOLS", "CI"))
+
+
+def tool_missing(reason: str) -> NoReturn:
+    """Skip a test whose outside tool (Chromium, promtool…) is missing, or fail it where the tools are required."""
+    if tools_required():
+        pytest.fail(f"{reason}; `make test-tools` installs it (deploy/install-test-tools.sh)", pytrace=False)
+    pytest.skip(reason)
 
 
 def wait_until(condition: Callable[[], T], timeout: float, interval: float = 0.2, what: str = "condition") -> T:

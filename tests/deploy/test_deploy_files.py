@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import shlex
 import shutil
@@ -32,6 +31,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.simulate import SimulateOptions, simulation_from_options
 from services.store.metrics import StoreMetrics
 from services.store.settings import StoreSettings
+from tests.helpers import tool_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -539,12 +539,10 @@ def test_rules_cover_lag_dead_letters_ingest_and_api_errors(rules: list[dict[str
 
 
 def require_promtool() -> str:
-    """promtool's path; in CI (CI set) its absence fails the test rather than skipping it."""
+    """promtool's path; under `make test` and in CI its absence fails the test rather than skipping it."""
     path = shutil.which("promtool")
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing; CI installs it (Debian package `prometheus`, see .ci/run)")
-        pytest.skip("promtool is not installed (apt-get install prometheus); CI runs these checks")
+        tool_missing("promtool is not installed (Debian package `prometheus`)")
     return path
 
 

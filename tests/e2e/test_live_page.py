@@ -8,7 +8,6 @@ ingest in its live alert feed within 5 s, and acks it; the API agrees. Screensho
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import API_HEADERS, API_KEY, Stack
-from tests.helpers import wait_until
+from tests.helpers import tool_missing, wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -42,21 +41,14 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 ALERT_WITHIN_SECONDS = 5.0
 
 
-def unavailable(reason: str) -> None:
-    """Skip on a developer's machine without the browser; in CI (CI=true) its absence is a failure."""
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"{reason}; CI must install it (see .ci/run)", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        unavailable("Playwright for Python is not installed (.venv/bin/pip install playwright)")
+        tool_missing("Playwright for Python is not installed (.venv/bin/pip install playwright)")
     if not CHROMIUM.exists():
-        unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+        tool_missing(f"{CHROMIUM} is missing (apt-get install chromium)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
