@@ -144,8 +144,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(bootstrap: str, topic_prefix: str, tmp_path: Path, config_text: str) -> Iterator[Stack]:
-    """Ingest, analyzer and API as processes on the session's Kafka, with `config_text` as their config."""
+def running_stack(
+    bootstrap: str, topic_prefix: str, tmp_path: Path, config_text: str, database_url: str | None = None
+) -> Iterator[Stack]:
+    """Ingest, analyzer and API as processes on the session's Kafka, with `config_text` as their config; with
+    `database_url`, the history store too (and the API reads the history)."""
     config = tmp_path / "ecoute.yaml"
     config.write_text(config_text)
     ingest_port, api_port, metrics_port = free_port(), free_port(), free_port()
@@ -162,6 +165,14 @@ def running_stack(bootstrap: str, topic_prefix: str, tmp_path: Path, config_text
         "ECOUTE_ANALYZER_SESSION_TIMEOUT": "6",
         "ECOUTE_LOG_LEVEL": "WARNING",
     }
+    if database_url is not None:
+        env.update(
+            {
+                "ECOUTE_DATABASE_URL": database_url,
+                "ECOUTE_STORE_METRICS_PORT": str(free_port()),
+                "ECOUTE_STORE_COMMIT_INTERVAL": "0.3",
+            }
+        )
     stack = Stack(
         env,
         tmp_path,
@@ -173,6 +184,8 @@ def running_stack(bootstrap: str, topic_prefix: str, tmp_path: Path, config_text
         stack.start("ingest").wait_http(f"{stack.ingest_url}/healthz")
         stack.start("analyzer")
         stack.start("api").wait_http(f"{stack.api_url}/readyz")
+        if database_url is not None:
+            stack.start("store").wait_http(f"http://127.0.0.1:{env['ECOUTE_STORE_METRICS_PORT']}/metrics")
         yield stack
     finally:
         for process in stack.processes.values():
