@@ -71,6 +71,7 @@ from services.api.hotpath import KpisHotPath
 from services.api.metrics import ApiMetrics
 from services.api.settings import ApiSettings
 from services.api.views import AlertView, Inbox, InboxItem, ResponseTime, RollingKpi, RollingWindow, Views
+from services.api.warmstart import WarmStart
 from services.api.webhooks import (
     DeliveryLog,
     DispatcherMetrics,
@@ -444,6 +445,7 @@ def create_app(
         deliveries=deliveries,
         sinks=[insights.sink] if insights is not None else [],
         on_settled=freezer,
+        warm_start=WarmStart.for_views(settings, views),
     )
     writer = ActionWriter(settings)
     history = History(settings.database_url)

@@ -1,5 +1,6 @@
 """The API's Kafka side. `ViewConsumer` feeds the views: every partition of kpi.snapshots, mentions.scored,
-alerts, alerts.actions and webhooks.deliveries, from the beginning. `ActionWriter` records acks and handled
+alerts, alerts.actions and webhooks.deliveries, from the beginning — or, with a history store, from the
+offsets it holds, once its rows are applied (warmstart.py). `ActionWriter` records acks and handled
 marks. The API creates only the two topics it writes (alerts.actions, webhooks.deliveries, with their configs
 from `schemas.topics`); it waits for the pipeline's topics without creating them.
 
@@ -45,6 +46,7 @@ from services.api.fanout import AlertFanout
 from services.api.metrics import ApiMetrics
 from services.api.settings import ApiSettings
 from services.api.views import Views
+from services.api.warmstart import WarmStart, WarmStartFailed
 from services.api.webhooks import DeliveryLog
 
 logger = logging.getLogger(__name__)
@@ -123,9 +125,17 @@ class ViewConsumer:
         deliveries: DeliveryLog | None = None,
         sinks: Sequence[RecordSink] = (),
         on_settled: Callable[[], object] | None = None,
+        warm_start: WarmStart | None = None,
     ) -> None:
         """`on_settled` runs once the views have caught up and then every SETTLE_EVERY_SECONDS, between two
-        batches of records (the app freezes the views' long-lived objects out of the garbage collector's way)."""
+        batches of records (the app freezes the views' long-lived objects out of the garbage collector's way).
+        `warm_start`: load the views from the history store first, then read Kafka from its offsets."""
+        self.warm_start = warm_start
+        # Where each partition starts once the store's rows are applied (None: not loaded yet).
+        self._store_offsets: dict[TopicPartition, int] | None = None
+        self._loading = False
+        # Records applied are counted as Kafka's, or as the store's while it loads.
+        self._applied = metrics.view_records
         self.settings = settings
         self.on_settled = on_settled
         self.views = views
@@ -145,7 +155,7 @@ class ViewConsumer:
         self.own_topics = [topics.alerts_actions, topics.webhooks_deliveries]
         self.sinks = list(sinks)
         self._mention_sinks = [sink for sink in self.sinks if MENTIONS_SCORED in sink.topics]
-        self._mentions_applied = metrics.view_records.labels(MENTIONS_SCORED)
+        self._mentions_applied = self._applied.labels(MENTIONS_SCORED)
         for sink in self.sinks:
             for name in sink.topics:
                 if name not in self.names.values():
@@ -168,6 +178,8 @@ class ViewConsumer:
         """What readiness still waits for, in words."""
         if self._ready:
             return []
+        if self._loading:
+            return ["the views to load from the history store"]
         if not self._connected:
             return [f"Kafka at {self.settings.bootstrap}"]
         if self._missing_topics:
@@ -223,6 +235,7 @@ class ViewConsumer:
     async def _consume(self) -> None:
         await ensure_own_topics(self.settings, self.own_topics)
         partitions = await self._discover_partitions()
+        starts = await self._from_store(partitions)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=None,
@@ -235,15 +248,19 @@ class ViewConsumer:
         try:
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
+            for tp, offset in starts.items():
+                consumer.seek(tp, offset)
             ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
             self._targets = dict(ends)
-            self._positions = {tp: 0 for tp in partitions}
-            self._pending = {tp for tp, end in ends.items() if end > 0}
+            self._positions = {tp: starts.get(tp, 0) for tp in partitions}
+            self._pending = {tp for tp, end in ends.items() if end > starts.get(tp, 0)}
             logger.info(
-                "reading %d partitions of %s from the beginning, %d records to catch up",
+                "reading %d partitions of %s (%d from the history store's offsets, the others from the beginning),"
+                " %d records to catch up",
                 len(partitions),
                 ", ".join(sorted(self.names)),
-                sum(ends.values()),
+                len(starts),
+                sum(max(0, end - starts.get(tp, 0)) for tp, end in ends.items()),
             )
             await self._check_ready(consumer)
             last_evict = last_settle = time.monotonic()
@@ -284,6 +301,44 @@ class ViewConsumer:
                     self._settle()
         finally:
             await consumer.stop()
+
+    async def _from_store(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Apply the history store's rows to the views (once: a restarted consumer keeps them) and return the
+        offset each stored partition is to be read from; {} (all from the beginning) without a store, or when it
+        cannot be read — the API then replays the topics, as it does without one."""
+        if self.warm_start is None:
+            return {}
+        if self._store_offsets is not None:
+            return self._store_offsets
+        self._loading = True
+        started = time.monotonic()
+        self._applied = self.metrics.view_store_rows
+        self._mentions_applied = self._applied.labels(MENTIONS_SCORED)
+        try:
+            async with self.warm_start.snapshot(self.names, self.clock()) as snapshot:
+                now = self.clock()
+                slice_end = time.perf_counter() + APPLY_SLICE_SECONDS
+                async for record in snapshot.records:
+                    self._apply(record, now)
+                    if time.perf_counter() > slice_end:
+                        slice_end = await self._step_aside()
+                        now = self.clock()
+            stored = {TopicPartition(topic, part): offset for (topic, part), offset in snapshot.offsets.items()}
+            self._store_offsets = {tp: stored[tp] for tp in partitions if tp in stored}
+            logger.info(
+                "views loaded from the history store in %.1f s (%s); %d partitions start from its offsets",
+                time.monotonic() - started,
+                ", ".join(f"{name}: {n}" for name, n in sorted(snapshot.loaded.items())) or "no rows",
+                len(self._store_offsets),
+            )
+        except WarmStartFailed as exc:
+            logger.warning("history store not used (%s): reading every topic from the beginning", exc)
+            self._store_offsets = {}
+        finally:
+            self._loading = False
+            self._applied = self.metrics.view_records
+            self._mentions_applied = self._applied.labels(MENTIONS_SCORED)
+        return self._store_offsets
 
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Set the lag gauge of every topic read: records up to the last stable offset not applied yet."""
@@ -400,7 +455,7 @@ class ViewConsumer:
         except Exception:
             self._skip_failed(record, topic)
             return
-        self.metrics.view_records.labels(topic).inc()
+        self._applied.labels(topic).inc()
 
     def _skip_malformed(self, record: Any, topic: str, exc: Exception) -> None:
         self.metrics.view_bad_records.labels(topic).inc()

@@ -22,6 +22,14 @@ class ApiMetrics:
             ["topic"],
             registry=registry,
         )
+        # Rows of the history store applied to the views at start, by the topic they came from (unprefixed name);
+        # Kafka is then read from the store's offsets, so these records are not in view_records.
+        self.view_store_rows = Counter(
+            "ecoute_api_view_store_rows_total",
+            "History store rows applied to the API views at start",
+            ["topic"],
+            registry=registry,
+        )
         # Records that could not be parsed and were skipped (each one is logged with topic/partition/offset).
         self.view_bad_records = Counter(
             "ecoute_api_view_bad_records_total",

@@ -501,6 +501,11 @@ class Views:
                     return found
         return None
 
+    def kept_mentions(self, brand: str) -> tuple[int, int]:
+        """How many mentions the brand's recent list and its inbox hold (each is full at its capacity)."""
+        recent, inbox = self._mentions.get(brand), self._inbox.get(brand)
+        return len(recent) if recent is not None else 0, len(inbox) if inbox is not None else 0
+
     def handled(self, brand: str, mention_id: str) -> MentionHandled | None:
         return self._handled.get((brand, mention_id))
 
