@@ -459,7 +459,6 @@ def create_app(
         dispatcher = WebhookDispatcher(
             bootstrap=settings.bootstrap,
             idempotence=settings.kafka_idempotence,
-            idempotence=settings.kafka_idempotence,
             alerts_topic=topics.alerts,
             deliveries_topic=topics.webhooks_deliveries,
             group=f"{settings.topic_prefix}{settings.webhook_group}",
