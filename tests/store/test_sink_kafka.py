@@ -4,6 +4,7 @@ the same transaction, aborted transactions and poison records never stored, a re
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from schemas import Topics, dump, ensure_topics
+from schemas import Topics, dump, ensure_topics, to_dict
 from services.store.metrics import StoreMetrics
 from services.store.settings import StoreSettings
 from services.store.sink import HistorySink
@@ -172,3 +173,40 @@ async def test_aborted_transactions_and_poison_records_are_not_stored(
         await sink.stop()
     assert count(database_url, "SELECT count(*) FROM mentions WHERE id LIKE 'x%%'") == 0
     assert count(database_url, "SELECT count(*) FROM mentions") == 100
+
+
+async def test_a_record_postgres_refuses_is_skipped_alone(
+    settings: StoreSettings, topics: Topics, database_url: str
+) -> None:
+    """A valid message PostgreSQL cannot hold (a like count beyond bigint) fails its batch; the batch is then
+    stored one record at a time, and only that record is left out (counted)."""
+    good = mention_records(200, ["acme"], now() - timedelta(hours=5), timedelta(hours=4), seed=7)
+    # Written by another producer than the analyzer (orjson itself refuses integers beyond 64 bits).
+    huge = to_dict(good[100]) | {"id": "huge", "engagement": {"likes": 10**20, "shares": 0, "comments": 0, "views": 0}}
+    records = [
+        *encoded(good[:100], lambda m: m.brand),
+        (b"acme", json.dumps(huge).encode()),
+        *encoded(good[100:], lambda m: m.brand),
+    ]
+    await produce(settings.bootstrap, topics.mentions_scored, records)
+    sink = RunningSink(settings)
+    try:
+        await async_wait_until(
+            lambda: asyncio.to_thread(lambda: count(database_url, "SELECT count(*) FROM mentions") == 200),
+            30,
+            what="the 200 storable mentions stored",
+        )
+        await async_wait_until(
+            lambda: asyncio.to_thread(
+                lambda: sink.metric("ecoute_store_bad_records_total", topic="mentions.scored") == 1
+            ),
+            10,
+            what="the refused record counted",
+        )
+        offsets = await asyncio.to_thread(
+            rows, database_url, "SELECT sum(next_offset) FROM sink_offsets WHERE topic = %s", (topics.mentions_scored,)
+        )
+        assert offsets == [(201,)]
+    finally:
+        await sink.stop()
+    assert count(database_url, "SELECT count(*) FROM mentions WHERE id = 'huge'") == 0
