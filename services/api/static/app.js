@@ -39,6 +39,7 @@
     running: false,
     series: null, // the last time series, redrawn when the charts change size
     rendered: new Map(), // section -> JSON of what it shows, to skip redrawing unchanged sections
+    history: { report: null, loading: 0, search: null }, // the history view: its report, and the last search
   };
 
   class AuthError extends Error {}
@@ -260,6 +261,7 @@
     document.body.dataset.auth = "ok";
     try {
       await refresh(true);
+      loadHistory();
       await loadAlerts();
     } catch (error) {
       if (error instanceof AuthError) {
@@ -364,6 +366,7 @@
       tile.setAttribute("aria-pressed", String(tile.dataset.brand === brand));
     }
     refreshSoon();
+    loadHistory();
   }
 
   function selectRange(range) {
@@ -470,6 +473,7 @@
 
   /** Stacked bars (one per bucket) with an optional line on a −1…+1 scale, drawn to the container's width. */
   function drawChart(container, points, options) {
+    const label = options.label || ((iso) => bucketLabel(iso, options.hourly));
     const width = Math.max(260, container.clientWidth || 600);
     const height = 180;
     const pad = { left: 40, right: options.line ? 34 : 10, top: 10, bottom: 24 };
@@ -517,7 +521,7 @@
       }
       const extra = options.line && point[options.line.key] !== null && point[options.line.key] !== undefined
         ? `, ${options.line.label} ${tone(point[options.line.key])}` : "";
-      group.prepend(h("svg:title", { text: `${bucketLabel(point.start, options.hourly)}: ${parts.join(", ") || "none"}${extra}` }));
+      group.prepend(h("svg:title", { text: `${label(point.start)}: ${parts.join(", ") || "none"}${extra}` }));
       // An invisible full-height target, so the tooltip shows on empty buckets too.
       group.prepend(h("svg:rect", { x: pad.left + i * step, y: pad.top, width: step, height: plotH, class: "hit" }));
       svg.append(group);
@@ -571,10 +575,10 @@
       const i = Math.round((j * (points.length - 1)) / Math.max(labels - 1, 1));
       const anchor = j === 0 ? "start" : j === labels - 1 ? "end" : "middle";
       const x = anchor === "start" ? pad.left + i * step : anchor === "end" ? pad.left + (i + 1) * step : pad.left + (i + 0.5) * step;
-      svg.append(h("svg:text", { x, y: height - 6, class: "axis", "text-anchor": anchor, text: bucketLabel(points[i].start, options.hourly) }));
+      svg.append(h("svg:text", { x, y: height - 6, class: "axis", "text-anchor": anchor, text: label(points[i].start) }));
     }
     if (!totals.some((t) => t > 0)) {
-      svg.append(h("svg:text", { x: pad.left + plotW / 2, y: pad.top + plotH / 2, class: "no-data", "text-anchor": "middle", text: "No mentions in this range" }));
+      svg.append(h("svg:text", { x: pad.left + plotW / 2, y: pad.top + plotH / 2, class: "no-data", "text-anchor": "middle", text: options.empty || "No mentions in this range" }));
     }
     container.replaceChildren(svg);
   }
@@ -912,10 +916,282 @@
     document.title = open ? `(${open}) Écoute — live` : "Écoute — live";
   }
 
+  // ------------------------------------------------------------------------------------------ history
+
+  // The history view: a period report from the history store (`/report`, buckets in UTC) as a chart, a table
+  // and headline figures against the previous period, its CSV, and a search of the period's stored mentions.
+  // Loaded on demand (start, brand change, the form), never on the refresh tick: a report reads months.
+
+  const HISTORY_DAYS = 30;
+  const DAY_MS = 86400000;
+  const utcDay = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
+  const utcMonth = new Intl.DateTimeFormat(undefined, { month: "long", year: "numeric", timeZone: "UTC" });
+  const utcShortDay = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", timeZone: "UTC" });
+  const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1, minimumFractionDigits: 1 });
+  const HEADLINES = [
+    ["mentions", "Mentions", "count"],
+    ["positive_share", "Positive share", "share"],
+    ["sentiment_avg", "Avg tone", "tone"],
+    ["engagement", "Engagement", "count"],
+    ["reach", "Reach", "count"],
+    ["unique_authors", "Authors", "count"],
+    ["share_of_voice", "Share of voice", "share"],
+    ["love_index", "Love index", "index"],
+  ];
+
+  const isoDate = (ms) => new Date(ms).toISOString().slice(0, 10);
+
+  function periodLabel(iso, bucket) {
+    const date = new Date(iso);
+    if (bucket === "month") return utcMonth.format(date);
+    if (bucket === "week") return `Week of ${utcDay.format(date)}`;
+    return utcDay.format(date);
+  }
+
+  /** The report's query from the form: whole UTC days, the "to" day included. */
+  function historyQuery() {
+    const since = $("#history-since").value;
+    const until = $("#history-until").value;
+    if (!since || !until) return null;
+    const untilMs = Date.parse(`${until}T00:00:00Z`) + DAY_MS;
+    if (!Number.isFinite(untilMs)) return null;
+    const params = new URLSearchParams({
+      since: `${since}T00:00:00Z`,
+      until: new Date(untilMs).toISOString().replace(".000Z", "Z"),
+      bucket: $("#history-bucket").value,
+    });
+    return params;
+  }
+
+  function setupHistory() {
+    const today = Date.parse(`${isoDate(Date.now())}T00:00:00Z`);
+    $("#history-until").value = isoDate(today);
+    $("#history-since").value = isoDate(today - (HISTORY_DAYS - 1) * DAY_MS);
+    $("#history-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      loadHistory();
+    });
+    $("#history-bucket").addEventListener("change", () => loadHistory());
+    $("#history-csv").addEventListener("click", downloadCsv);
+    $("#history-search").addEventListener("submit", (event) => {
+      event.preventDefault();
+      searchHistory(false);
+    });
+    $("#history-more").addEventListener("click", () => searchHistory(true));
+  }
+
+  async function loadHistory() {
+    const brand = state.brand;
+    const params = historyQuery();
+    const status = $("#history-status");
+    $("#history-brand").textContent = brand ? `· ${brand}` : "";
+    if (!brand || !params) return;
+    const csv = new URLSearchParams(params);
+    csv.set("format", "csv");
+    $("#history-csv").href = `${brandPath(brand)}/report?${csv}`;
+    const ticket = ++state.history.loading;
+    const section = $("#history");
+    section.dataset.state = "loading";
+    status.textContent = "Loading the report…";
+    try {
+      const report = await api(`${brandPath(brand)}/report?${params}`);
+      if (ticket !== state.history.loading) return; // a later request replaced this one
+      state.history.report = report;
+      renderHistory(report);
+      status.textContent = `${utcDay.format(new Date(report.since))} to ${utcDay.format(new Date(Date.parse(report.until) - 1))} (UTC), per ${report.bucket}; compared with the ${Math.round((Date.parse(report.until) - Date.parse(report.since)) / DAY_MS)} days before.`;
+      section.dataset.state = "ready";
+    } catch (error) {
+      if (ticket !== state.history.loading) return;
+      if (error instanceof AuthError) return askForKey(`This key was refused: ${error.message}`);
+      state.history.report = null;
+      renderHistory(null);
+      status.textContent = error.status === 503 ? `History is not available: ${error.message}` : `No report: ${error.message}`;
+      section.dataset.state = "error";
+    }
+  }
+
+  function formatFigure(value, kind) {
+    if (value === null || value === undefined) return "—";
+    if (kind === "share") return percent.format(value);
+    if (kind === "tone") return tone(value);
+    if (kind === "index") return decimal.format(value);
+    return integer.format(value);
+  }
+
+  function formatChange(change, kind) {
+    if (!change || change.change === null || change.change === undefined) return "no comparison";
+    const sign = (x) => (x > 0 ? "+" : x < 0 ? "−" : "±");
+    if (kind === "count") {
+      return change.change_pct === null ? `${sign(change.change)}${integer.format(Math.abs(change.change))}` : `${sign(change.change_pct)}${decimal.format(Math.abs(change.change_pct))} %`;
+    }
+    if (kind === "share") return `${sign(change.change)}${decimal.format(Math.abs(change.change) * 100)} pts`;
+    if (kind === "tone") return `${sign(change.change)}${Math.abs(change.change).toFixed(2)}`;
+    return `${sign(change.change)}${decimal.format(Math.abs(change.change))}`;
+  }
+
+  function renderHistory(report) {
+    const totals = $("#history-totals");
+    const rows = $("#history-rows");
+    if (!report) {
+      totals.replaceChildren();
+      rows.replaceChildren(h("tr", null, h("td", { colspan: 12, class: "empty", text: "No report." })));
+      $("#history-chart").replaceChildren();
+      return;
+    }
+    totals.replaceChildren(
+      ...HEADLINES.map(([name, title, kind]) => {
+        const change = report.changes[name];
+        const direction = !change || !change.change ? "flat" : change.change > 0 ? "up" : "down";
+        return h(
+          "div",
+          { class: "figure", dataset: { figure: name } },
+          h("dt", { text: title }),
+          h("dd", { class: "figure-value", dataset: { value: change ? String(change.current ?? "") : "" }, text: formatFigure(change && change.current, kind) }),
+          h("dd", { class: `figure-change ${direction}`, title: `previous period: ${formatFigure(change && change.previous, kind)}`, text: formatChange(change, kind) }),
+        );
+      }),
+    );
+    const cell = (field, value, text) => h("td", { class: "num", dataset: { field, value: value === null || value === undefined ? "" : String(value) }, text });
+    rows.replaceChildren(
+      ...report.buckets.map((b) =>
+        h(
+          "tr",
+          { dataset: { start: b.start.slice(0, 10) }, class: b.partial ? "partial" : null },
+          h("th", { scope: "row", title: b.partial ? "partly outside the period: counts only what falls in it" : null, text: periodLabel(b.start, report.bucket) + (b.partial ? " *" : "") }),
+          cell("mentions", b.mentions, integer.format(b.mentions)),
+          cell("positive", b.sentiment.positive, integer.format(b.sentiment.positive)),
+          cell("neutral", b.sentiment.neutral, integer.format(b.sentiment.neutral)),
+          cell("negative", b.sentiment.negative, integer.format(b.sentiment.negative)),
+          cell("unscored", b.sentiment.unscored, integer.format(b.sentiment.unscored)),
+          cell("sentiment_avg", b.sentiment_avg, tone(b.sentiment_avg)),
+          cell("engagement", b.engagement.total, integer.format(b.engagement.total)),
+          cell("reach", b.reach, integer.format(b.reach)),
+          cell("unique_authors", b.unique_authors, integer.format(b.unique_authors)),
+          cell("share_of_voice", b.share_of_voice, b.share_of_voice === null ? "—" : percent.format(b.share_of_voice)),
+          cell("love_index", b.love.index, b.love.index === null ? "—" : decimal.format(b.love.index)),
+        ),
+      ),
+    );
+    renderHistoryChart(report);
+  }
+
+  function renderHistoryChart(report) {
+    const points = report.buckets.map((b) => ({ start: b.start, ...b.sentiment, sentiment_avg: b.sentiment_avg }));
+    const total = report.totals.mentions;
+    const short = report.bucket === "month" ? (iso) => utcMonth.format(new Date(iso)) : (iso) => utcShortDay.format(new Date(iso));
+    drawChart($("#history-chart"), points, {
+      label: short,
+      series: [
+        { key: "positive", label: "positive", cls: "pos" },
+        { key: "neutral", label: "neutral", cls: "neu" },
+        { key: "negative", label: "negative", cls: "neg" },
+        { key: "unscored", label: "unscored", cls: "uns" },
+      ],
+      line: { key: "sentiment_avg", label: "average tone" },
+      empty: "No mentions stored in this period",
+      summary: `Mentions per ${report.bucket} from ${utcDay.format(new Date(report.since))}: ${num(total)} in all, ${num(report.totals.sentiment.positive)} positive, ${num(report.totals.sentiment.neutral)} neutral, ${num(report.totals.sentiment.negative)} negative.`,
+    });
+  }
+
+  /** The CSV goes through fetch (the key is a header, which a plain link cannot send), then is saved. */
+  async function downloadCsv(event) {
+    event.preventDefault();
+    const link = event.currentTarget;
+    if (!link.href || link.getAttribute("href") === "#") return;
+    const headers = state.key ? { Authorization: `Bearer ${state.key}` } : {};
+    const status = $("#history-status");
+    try {
+      const response = await fetch(link.href, { headers, cache: "no-store" });
+      if (response.status === 401) throw new AuthError(await errorDetail(response));
+      if (!response.ok) throw new ApiError(await errorDetail(response), response.status);
+      const blob = await response.blob();
+      const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+      const url = URL.createObjectURL(blob);
+      const save = h("a", { href: url, download: match ? match[1] : "report.csv", hidden: true });
+      document.body.append(save);
+      save.click();
+      save.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } catch (error) {
+      if (error instanceof AuthError) return askForKey(`This key was refused: ${error.message}`);
+      status.textContent = `The CSV could not be made: ${error.message}`;
+    }
+  }
+
+  /** Turns the search's headline (escaped text with <mark> around the matched words) into nodes, as text. */
+  function headlineNodes(headline) {
+    const unescape = (text) => text.replaceAll("&lt;", "<").replaceAll("&gt;", ">").replaceAll("&quot;", '"').replaceAll("&#39;", "'").replaceAll("&amp;", "&");
+    const nodes = [];
+    let marked = false;
+    for (const part of headline.split(/(<\/?mark>)/)) {
+      if (part === "<mark>") marked = true;
+      else if (part === "</mark>") marked = false;
+      else if (part) nodes.push(marked ? h("mark", { text: unescape(part) }) : unescape(part));
+    }
+    return nodes;
+  }
+
+  function searchResult(m) {
+    const author = m.author || {};
+    const who = author.handle ? `@${author.handle.replace(/^@/, "")}` : author.name || author.id || "someone";
+    const compound = m.sentiment ? m.sentiment.compound : null;
+    return h(
+      "li",
+      { class: "mention", dataset: { mentionId: m.id } },
+      h(
+        "div",
+        { class: "mention-head" },
+        link(author.url, who, { class: "mention-author" }),
+        h("span", { class: "muted" }, m.site || m.source),
+        h("time", { class: "muted", datetime: m.published_at, text: dateTime.format(new Date(m.published_at)) }),
+        h("span", { class: "chips" }, h("span", { class: `chip ${toneClass(compound)}`, text: `tone ${tone(compound)}`, title: m.sentiment ? m.sentiment.label : "unscored" })),
+      ),
+      m.title ? h("p", { class: "mention-title", text: m.title }) : null,
+      h("p", { class: "mention-text" }, ...(m.headline ? headlineNodes(m.headline) : [m.text])),
+      safeUrl(m.url) ? h("div", { class: "mention-actions" }, link(m.url, "Open the post", { class: "button small ghost" })) : null,
+    );
+  }
+
+  async function searchHistory(more) {
+    const brand = state.brand;
+    const params = historyQuery();
+    const status = $("#history-search-status");
+    const list = $("#history-results");
+    const moreButton = $("#history-more");
+    if (!brand || !params) return;
+    const previous = state.history.search;
+    if (more && !(previous && previous.cursor)) return;
+    const query = more ? previous.params : new URLSearchParams({ since: params.get("since"), until: params.get("until"), limit: "20" });
+    const q = $("#history-q").value.trim();
+    if (!more && q) query.set("q", q);
+    const page = new URLSearchParams(query);
+    if (more) page.set("cursor", previous.cursor);
+    status.textContent = "Searching…";
+    moreButton.disabled = true;
+    try {
+      const found = await api(`${brandPath(brand)}/mentions/search?${page}`);
+      if (!more) list.replaceChildren();
+      list.append(...found.mentions.map(searchResult));
+      const shown = list.children.length;
+      state.history.search = { params: query, cursor: found.next_cursor, brand };
+      moreButton.hidden = !found.next_cursor;
+      status.textContent = shown
+        ? `${integer.format(shown)} mention${shown === 1 ? "" : "s"}${found.next_cursor ? " so far" : ""}, newest first`
+        : `Nothing found${q ? ` for “${q}”` : ""} in this period.`;
+    } catch (error) {
+      if (error instanceof AuthError) return askForKey(`This key was refused: ${error.message}`);
+      status.textContent = `Search failed: ${error.message}`;
+    } finally {
+      moreButton.disabled = false;
+    }
+  }
+
   // ------------------------------------------------------------------------------------------ start
 
   function init() {
     setupKeyDialog();
+    setupHistory();
     for (const button of document.querySelectorAll(".seg")) button.addEventListener("click", () => selectRange(button.dataset.range));
     const savedRange = remembered(RANGE_STORE);
     if (savedRange === "1h" || savedRange === "24h") selectRange(savedRange);
@@ -924,6 +1200,7 @@
       new ResizeObserver((entries) => {
         const width = Math.round(entries[0].contentRect.width);
         if (width !== last && state.series) renderCharts(state.series);
+        if (width !== last && state.history.report) renderHistoryChart(state.history.report);
         last = width;
       }).observe($("#volume-chart"));
     }
