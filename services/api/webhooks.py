@@ -7,18 +7,15 @@ delivery's state to the compacted `<prefix>webhooks.deliveries` topic before com
 retries with exponential backoff and jitter. After a restart (or a rebalance) the state is read back from that
 topic: pending deliveries resume, delivered ones are never sent again.
 
-Signature: `X-Ecoute-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, f"{t}.{body}")>`.
+Signature, Slack escaping and the signed POST are schemas.webhooks' (the store's digests send the same way).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,16 +29,19 @@ from pydantic import ValidationError
 from schemas import Alert, ConfigError, DeliveryStatus, WebhookConfig, WebhookDelivery, dump, load, utc_now
 
 # The address policy is schemas.netguard's, the one the feeds' fetcher uses (`X as X`: explicit re-exports).
-from schemas.netguard import AddressForbidden, IPNetwork, PinnedBackend, PinnedTransport, Resolver, system_resolver
+from schemas.netguard import IPNetwork, Resolver, system_resolver
 from schemas.netguard import address_refusal as address_refusal
 from schemas.netguard import ip_literal as ip_literal
 from schemas.netguard import parse_networks as parse_networks
 from schemas.producers import start_producer
 from schemas.settings import Idempotence
+from schemas.webhooks import SIGNATURE_HEADER as SIGNATURE_HEADER
+from schemas.webhooks import Outcome as Outcome
+from schemas.webhooks import SignedPoster, mrkdwn
+from schemas.webhooks import sign as sign
+from schemas.webhooks import verify_signature as verify_signature
 
 logger = logging.getLogger(__name__)
-
-SIGNATURE_HEADER = "X-Ecoute-Signature"
 
 
 # ---------------------------------------------------------------------------------------------- configuration
@@ -65,29 +65,6 @@ def check_webhooks(hooks: Sequence[WebhookConfig], allow: Iterable[IPNetwork] = 
 # ---------------------------------------------------------------------------------------------- signature, bodies
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The X-Ecoute-Signature value for a body sent at `timestamp` (unix seconds)."""
-    mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
-
-
-def verify_signature(secret: str, header: str, body: bytes, now: float | None = None, tolerance: float = 300) -> bool:
-    """What a receiver does: recompute the HMAC, compare in constant time, refuse stale timestamps (replays)."""
-    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
-    try:
-        timestamp = int(parts["t"])
-    except (KeyError, ValueError):
-        return False
-    if abs((time.time() if now is None else now) - timestamp) > tolerance:
-        return False
-    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, parts.get("v1", ""))
-
-
-def _mrkdwn(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def slack_payload(alert: Alert) -> dict[str, Any]:
     """A Slack incoming-webhook message (text fallback + Block Kit blocks) for an alert."""
     icon = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}[alert.severity]
@@ -100,12 +77,12 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
     ]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {_mrkdwn(alert.message)}"[:3000]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {mrkdwn(alert.message)}"[:3000]}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": text} for text in fields]},
     ]
     evidence = alert.evidence
     context = [
-        f"*{name}:* {_mrkdwn(', '.join(values[:10]))}"
+        f"*{name}:* {mrkdwn(', '.join(values[:10]))}"
         for name, values in (("Terms", evidence.terms), ("Topics", evidence.topics), ("Authors", evidence.authors))
         if values
     ]
@@ -113,7 +90,7 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": t[:2000]} for t in context]})
     samples = [url for url in evidence.sample_mentions if url.startswith(("http://", "https://"))][:3]
     if samples:
-        links = "\n".join(f"• <{_mrkdwn(url)}|{_mrkdwn(url[:80])}>" for url in samples)
+        links = "\n".join(f"• <{mrkdwn(url)}|{mrkdwn(url[:80])}>" for url in samples)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Sample mentions*\n{links}"[:3000]}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Écoute alert `{alert.id}`"}]})
     return {"text": f"{icon} [{alert.severity}] {alert.brand}: {alert.message}", "blocks": blocks}
@@ -139,17 +116,6 @@ class RetryPolicy:
     max_age: timedelta = timedelta(hours=24)
     backoff: float = 30.0
     backoff_max: float = 3600.0
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one attempt gave."""
-
-    delivered: bool
-    status_code: int | None = None
-    error: str | None = None
-    retry_after: float | None = None
-    permanent: bool = False  # retrying cannot help (refused address, 410 Gone)
 
 
 def backoff_delay(attempts: int, policy: RetryPolicy, rng: random.Random) -> float:
@@ -261,49 +227,16 @@ class DeliveryLog:
 
 
 class WebhookSender:
-    """POSTs one body to one webhook; never follows redirects; every problem becomes an Outcome."""
+    """POSTs one alert body to one webhook (schemas.webhooks.SignedPoster); every problem becomes an Outcome."""
 
     def __init__(self, allow: tuple[IPNetwork, ...], timeout: float, resolver: Resolver = system_resolver) -> None:
-        self._client = httpx.AsyncClient(
-            transport=PinnedTransport(PinnedBackend(allow, resolver), max_connections=32),
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            trust_env=False,
-            headers={"user-agent": "ecoute-webhooks/1"},
-        )
+        self._poster = SignedPoster(allow, timeout, resolver)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._poster.aclose()
 
     async def post(self, hook: WebhookConfig, body: bytes, delivery: WebhookDelivery) -> Outcome:
-        headers = {
-            "content-type": "application/json",
-            "x-ecoute-event": "alert",
-            "x-ecoute-delivery": delivery.id,
-            "x-ecoute-attempt": str(delivery.attempts + 1),
-        }
-        if hook.secret:
-            headers[SIGNATURE_HEADER] = sign(hook.secret, int(time.time()), body)
-        try:
-            response = await self._client.post(hook.url, content=body, headers=headers)
-        except AddressForbidden as exc:  # permanent: a refused address stays refused
-            return Outcome(False, error=str(exc), permanent=True)
-        except httpx.TimeoutException as exc:
-            return Outcome(False, error=f"timeout: {type(exc).__name__}")
-        except (httpx.HTTPError, OSError) as exc:
-            return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500])
-        status = response.status_code
-        if 200 <= status < 300:
-            return Outcome(True, status_code=status)
-        if 300 <= status < 400:
-            location = response.headers.get("location", "?")
-            return Outcome(False, status_code=status, error=f"redirect to {location[:200]} not followed")
-        retry_after = None
-        with contextlib.suppress(ValueError):
-            retry_after = float(response.headers.get("retry-after", ""))
-        return Outcome(
-            False, status_code=status, error=f"HTTP {status}", retry_after=retry_after, permanent=status == 410
-        )
+        return await self._poster.post(hook, body, event="alert", delivery=delivery.id, attempt=delivery.attempts + 1)
 
 
 class DispatcherMetrics:
