@@ -64,9 +64,11 @@ from services.api.consumer import (
     ViewConsumer,
     ensure_own_topics,
 )
+from services.api.csvexport import ALERT_COLUMNS, alert_row, csv_response, with_csv
 from services.api.fanout import AlertFanout
 from services.api.gcpolicy import FreezeSurvivors, GcPauses
 from services.api.history import History
+from services.api.history_search import router as history_search_router
 from services.api.hotpath import KpisHotPath
 from services.api.metrics import ApiMetrics
 from services.api.settings import ApiSettings
@@ -664,14 +666,26 @@ def create_app(
 
     # -- alerts ----------------------------------------------------------------------------------
 
-    @v1.get("/alerts", tags=["alerts"], responses={**ok([_EXAMPLE_ACKED]), **errors(404, 422)})
+    @v1.get(
+        "/alerts",
+        tags=["alerts"],
+        response_model=list[AlertView],
+        responses=with_csv({**ok([_EXAMPLE_ACKED]), **errors(404, 422)}),
+    )
     async def list_alerts(
-        principal: Caller, brand: str | None = None, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100
-    ) -> list[AlertView]:
-        """Alerts of the brands this key may see, newest first, optionally of one brand, with their acks."""
+        principal: Caller,
+        brand: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+        format: Literal["json", "csv"] = "json",
+    ) -> Any:
+        """Alerts of the brands this key may see, newest first, optionally of one brand, with their acks
+        (`format=csv`: the same alerts as a spreadsheet)."""
         if brand is not None:
             visible_brand(principal, brand)
-        return [views.alert_view(a) for a in views.alerts(brand, limit, visible=principal.brands)]
+        found = [views.alert_view(a) for a in views.alerts(brand, limit, visible=principal.brands)]
+        if format == "csv":
+            return csv_response(f"{brand or 'all'}-alerts.csv", ALERT_COLUMNS, [alert_row(a) for a in found])
+        return found
 
     @v1.post(
         "/alerts/{alert_id}/ack",
@@ -766,6 +780,9 @@ def create_app(
     # -- history reports (history_report.py): the brand's competitors are its share-of-voice group ----------
     app.state.competitors = {name: list(brand.competitors) for name, brand in config.brands.items()}
     app.include_router(history_report.router, dependencies=[Depends(current_principal)], responses=errors())
+
+    # -- history search (history_search.py) behind the same keys --------------------------------------------
+    app.include_router(history_search_router, dependencies=[Depends(current_principal)], responses=errors())
 
     # -- operations (open) -----------------------------------------------------------------------
 

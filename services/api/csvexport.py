@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 from fastapi.responses import StreamingResponse
 
+from services.api.views import AlertView
+
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 # Lines written per chunk sent: one chunk per row costs a write (and a syscall) per row.
 ROWS_PER_CHUNK = 200
@@ -113,12 +115,61 @@ CSV_RESPONSE_DOC: dict[str, Any] = {
     "text/csv": {"schema": {"type": "string"}, "example": "id,published_at\r\nreddit:t1_abc,2025-03-14T12:31:00Z\r\n"}
 }
 
+
+def with_csv(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """A route's documented answers with `text/csv` added to its 200 (for routes taking `format=csv`)."""
+    ok = dict(responses.get(200, {"description": "OK"}))
+    ok["content"] = {**ok.get("content", {}), **CSV_RESPONSE_DOC}
+    return {**responses, 200: ok}
+
+
+# /v1/alerts?format=csv: the columns, and an alert (alert/1 with its ack, as the views give it) as a row.
+ALERT_COLUMNS = (
+    "id",
+    "brand",
+    "kind",
+    "severity",
+    "created_at",
+    "window_start",
+    "window_end",
+    "observed",
+    "baseline",
+    "threshold",
+    "message",
+    "acked",
+    "acked_by",
+    "acked_at",
+)
+
+
+def alert_row(alert: AlertView) -> tuple[Any, ...]:
+    return (
+        alert.id,
+        alert.brand,
+        alert.kind,
+        alert.severity,
+        alert.created_at,
+        alert.window.start,
+        alert.window.end,
+        alert.observed,
+        alert.baseline,
+        alert.threshold,
+        alert.message,
+        alert.acked,
+        alert.acked_by,
+        alert.acked_at,
+    )
+
+
 __all__ = [
+    "ALERT_COLUMNS",
     "CSV_MEDIA_TYPE",
     "CSV_RESPONSE_DOC",
+    "alert_row",
     "cell",
     "content_disposition",
     "csv_chunks",
     "csv_response",
     "safe_text",
+    "with_csv",
 ]
