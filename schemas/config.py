@@ -1,4 +1,4 @@
-"""The listening configuration (YAML, `ECOUTE_CONFIG`): brands, topics, sources, alerts, webhooks.
+"""The listening configuration (YAML, `ECOUTE_CONFIG`): brands, topics, sources, alerts, webhooks, digest.
 
 Every service reads the same file; this module is the one place that knows its shape.
 """
@@ -21,6 +21,7 @@ from pydantic import (
     GetCoreSchemaHandler,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import core_schema
@@ -217,6 +218,35 @@ class WebhookConfig(_Section):
         return "*" in self.brands or brand in self.brands
 
 
+_EMAIL = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+")
+
+
+def _brand_list(value: Any) -> Any:
+    return [value] if value == "*" else value
+
+
+class DigestConfig(_Section):
+    """`digest:`: who gets the scheduled digest by e-mail, and for which brands (its webhooks are `webhooks:`)."""
+
+    to: list[StrictStr] = Field(default_factory=list, description="e-mail recipients (with ECOUTE_SMTP_HOST)")
+    brands: Annotated[list[StrictStr], BeforeValidator(_brand_list)] = Field(
+        default_factory=lambda: ["*"], min_length=1, description='brands with a digest: a list, or "*" for all'
+    )
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            # Simple on purpose (the SMTP server has the last word); no spaces, commas or brackets means no header
+            # injection and no second recipient hidden in one entry.
+            if not _EMAIL.fullmatch(address):
+                raise ValueError(f"{address!r} is not an e-mail address (name@domain)")
+        return value
+
+    def matches(self, brand: str) -> bool:
+        return "*" in self.brands or brand in self.brands
+
+
 ANY_LANGUAGE = "*"
 _LANGUAGE_CODE = re.compile(r"[a-z]{2}")
 
@@ -319,6 +349,7 @@ class EcouteConfig(_Section):
     api_keys: list[ApiKey] = Field(default_factory=list)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    digest: DigestConfig = Field(default_factory=DigestConfig)
 
     @field_validator("brands")
     @classmethod
@@ -326,6 +357,15 @@ class EcouteConfig(_Section):
         for name in value:
             if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", name):
                 raise ValueError(f"brand name {name!r}: use lowercase letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("digest")
+    @classmethod
+    def _digest_brands(cls, value: DigestConfig, info: ValidationInfo) -> DigestConfig:
+        known = info.data.get("brands") or {}
+        unknown = [b for b in value.brands if b != "*" and b not in known]
+        if unknown:
+            raise ValueError(f"brands {', '.join(map(repr, unknown))} are not among the configured brands")
         return value
 
 
