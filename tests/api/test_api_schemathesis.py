@@ -25,7 +25,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from ecoute.brokers import KafkaCluster
+from ecoute.postgres import LocalPostgres
 from schemas import Topics, dump, ensure_topics, utc_now
+from schemas.history import migrate
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 from services.api.views import floor_minute
@@ -63,10 +65,15 @@ async def load_data(bootstrap: str, topics: Topics) -> None:
 
 
 @pytest.fixture(scope="module")
-def api_app(kafka: KafkaCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
-    """The API with an admin key and a webhook configured, its views caught up with the loaded topics."""
+def api_app(
+    kafka: KafkaCluster, postgres: LocalPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FastAPI]:
+    """The API with an admin key and a webhook configured, its views caught up with the loaded topics, and a
+    history store (migrated, empty), so the history routes answer rather than 503."""
     prefix = f"test-{uuid.uuid4().hex[:10]}."
     asyncio.run(load_data(kafka.bootstrap_servers, Topics(prefix)))
+    database_url = postgres.create_database(f"schemathesis_{uuid.uuid4().hex[:10]}")
+    asyncio.run(migrate(database_url))
     config: Path = tmp_path_factory.mktemp("schemathesis") / "ecoute.yaml"
     config.write_text(
         f"brands:\n  acme: {{query: acme}}\n  globex: {{query: globex}}\n"
@@ -81,6 +88,7 @@ def api_app(kafka: KafkaCluster, tmp_path_factory: pytest.TempPathFactory) -> It
             config=config,
             api_rate_limit_per_second=0,
             sse_ping_seconds=0.2,
+            database_url=database_url,
         )
     )
     with asgi.get_client(app) as client:  # starts the lifespan (the Kafka consumer), kept until shutdown_lifespans
