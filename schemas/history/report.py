@@ -82,9 +82,11 @@ def bucket_after(start: datetime, bucket: str) -> datetime:
     if bucket == "week":
         return start + timedelta(days=7)
     if bucket == "month":
-        return (
-            start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-        )
+        if start.month < 12:
+            return start.replace(month=start.month + 1)
+        if start.year == datetime.max.year:
+            raise OverflowError("the month after December 9999 is out of range")
+        return start.replace(year=start.year + 1, month=1)
     raise ValueError(f"unknown bucket {bucket!r}; expected one of {', '.join(REPORT_BUCKETS)}")
 
 
@@ -128,9 +130,12 @@ def report_period(since: datetime, until: datetime, bucket: str, max_buckets: in
         raise ReportRangeError("since", f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
     try:
         previous_since = since - (until - since)
+    except OverflowError as exc:
+        raise ReportRangeError("since", "the previous period (as long, before since) starts before year 1") from exc
+    try:
         starts = bucket_starts(since, until, bucket, max_buckets)
     except OverflowError as exc:
-        raise ReportRangeError("since", f"the period from {since.isoformat()} is out of the calendar's range") from exc
+        raise ReportRangeError("until", f"the last {bucket} bucket ends after year 9999") from exc
     return ReportPeriod(since, until, cast(ReportBucket, bucket), starts, previous_since)
 
 

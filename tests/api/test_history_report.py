@@ -269,6 +269,10 @@ def test_bad_parameters_answer_422_naming_them(stored: Stored) -> None:
     assert problems(get(path, params={"bucket": "hour"})) == ["query.bucket"]
     assert problems(get(path, params={"since": "yesterday"})) == ["query.since"]
     assert problems(get(path, params={"until": "0001-01-01T00:00:00Z"})) == ["query.until"]
+    assert problems(get(path, params={"until": "9999-12-31T12:00:00Z", "bucket": "month"})) == ["query.until"]
+    assert problems(get(path, params={"since": "0001-01-02T00:00:00Z", "until": "0001-03-01T00:00:00Z"})) == [
+        "query.since"
+    ]
     assert problems(get(path, params={"format": "xml"})) == ["query.format"]
     assert problems(get(path, params={"top_mentions": "1000"})) == ["query.top_mentions"]
     # The same period in months is fine.

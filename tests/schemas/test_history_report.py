@@ -64,6 +64,8 @@ def test_report_period_names_the_parameter_at_fault() -> None:
         (utc(2025, 3, 1), utc(2025, 3, 2), "hour", "bucket"),
         (utc(1, 1, 2), utc(5000, 1, 1), "month", "since"),  # the previous period would start before year 1
         (utc(2000, 1, 1), utc(2025, 1, 1), "day", "bucket"),
+        (utc(9999, 12, 30), utc(9999, 12, 31, 12), "day", "until"),  # its bucket would end in year 10000
+        (utc(9999, 12, 30), utc(9999, 12, 31, 12), "month", "until"),
     ]:
         with pytest.raises(ReportRangeError) as caught:
             report_period(since, until, bucket)
