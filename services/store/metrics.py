@@ -17,6 +17,7 @@ class StoreMetrics:
     database_up: Gauge
     active: Gauge
     partitions_dropped: Counter
+    digests: Counter
 
     @classmethod
     def build(cls, registry: CollectorRegistry) -> StoreMetrics:
@@ -44,5 +45,13 @@ class StoreMetrics:
             active=Gauge("ecoute_store_active", "1 when this instance is the one writing", registry=registry),
             partitions_dropped=Counter(
                 "ecoute_store_partitions_dropped", "Monthly partitions dropped by retention", registry=registry
+            ),
+            # Digest delivery attempts by channel (webhook | email) and outcome (delivered | retry: failed, tried
+            # again later | failed: given up or refused for good).
+            digests=Counter(
+                "ecoute_store_digests",
+                "Digest delivery attempts, by channel and outcome",
+                ["channel", "outcome"],
+                registry=registry,
             ),
         )

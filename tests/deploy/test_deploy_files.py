@@ -90,6 +90,7 @@ ECOUTE_METRICS = {
     "ecoute_store_database_up": "gauge",
     "ecoute_store_active": "gauge",
     "ecoute_store_partitions_dropped_total": "counter",
+    "ecoute_store_digests_total": "counter",
 }
 # Series Prometheus makes itself: scrape health and the state of alerting rules.
 PROMETHEUS_SERIES = {"up", "ALERTS"}
