@@ -357,7 +357,10 @@ class DigestScheduler:
 
     async def prepare(self, conn: Conn, brand: str, period: Period, now: datetime) -> bool:
         """Record the brand's digest of the period unless it is there already; True when made now."""
-        cur = await conn.execute("SELECT 1 FROM digests WHERE brand = %s AND period_start = %s", (brand, period.start))
+        cur = await conn.execute(
+            "SELECT 1 FROM digests WHERE brand = %s AND period_start = %s AND period_end = %s",
+            (brand, period.start, period.end),
+        )
         if await cur.fetchone() is not None:
             return False
         competitors = list(self.config.brands[brand].competitors)
@@ -368,7 +371,7 @@ class DigestScheduler:
             record = DigestRecord(digest=digest, channels=channels_for(brand, self.config, self.settings, now))
         cur = await conn.execute(
             "INSERT INTO digests (brand, period_start, period_end, sent_at, doc) VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (brand, period_start) DO NOTHING",
+            " ON CONFLICT (brand, period_start, period_end) DO NOTHING",
             (brand, period.start, period.end, now, Jsonb(record.model_dump(mode="json"))),
         )
         if cur.rowcount != 1:
@@ -386,9 +389,10 @@ class DigestScheduler:
 
     async def deliver_due(self, conn: Conn) -> None:
         cur = await conn.execute(
-            "SELECT brand, period_start, doc FROM digests WHERE doc->>'pending' = 'true' ORDER BY period_start, brand"
+            "SELECT brand, period_start, period_end, doc FROM digests WHERE doc->>'pending' = 'true'"
+            " ORDER BY period_start, brand"
         )
-        for brand, start, doc in await cur.fetchall():
+        for brand, start, end, doc in await cur.fetchall():
             record = DigestRecord.model_validate(doc)
             now = self.clock()
             due = [
@@ -399,13 +403,14 @@ class DigestScheduler:
             if not due or record.digest is None:
                 continue
             results = await asyncio.gather(
-                *(self._attempt(conn, brand, start, record, cid) for cid in due), return_exceptions=True
+                *(self._attempt(conn, (brand, start, end), record, cid) for cid in due), return_exceptions=True
             )
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
 
-    async def _attempt(self, conn: Conn, brand: str, start: datetime, record: DigestRecord, cid: str) -> None:
+    async def _attempt(self, conn: Conn, key: tuple[str, datetime, datetime], record: DigestRecord, cid: str) -> None:
+        """One delivery attempt of the digest with row key `key` (brand, period start, period end) to `cid`."""
         assert record.digest is not None
         channel = record.channels[cid]
         outcome = await self.sender.send(record.digest, cid, channel)
@@ -428,8 +433,8 @@ class DigestScheduler:
             )
         # Saved after each attempt (the connection runs one statement at a time): a crash loses one state at most.
         await conn.execute(
-            "UPDATE digests SET doc = %s, sent_at = %s WHERE brand = %s AND period_start = %s",
-            (Jsonb(record.model_dump(mode="json")), now, brand, start),
+            "UPDATE digests SET doc = %s, sent_at = %s WHERE brand = %s AND period_start = %s AND period_end = %s",
+            (Jsonb(record.model_dump(mode="json")), now, *key),
         )
 
 
