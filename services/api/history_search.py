@@ -11,9 +11,9 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -41,17 +41,27 @@ EXPORT_CHUNK = 2_000
 RETRY_AFTER_SECONDS = 5
 MAX_QUERY_CHARS = 500
 
+# Spans of the time windows a search reads in turn (time_windows), from the newest instant it may return.
+WINDOW_SPANS = (timedelta(days=30), timedelta(days=120))
+
 router = APIRouter(tags=["history"])
 
+# The (published_at, id) of a row: where a page ends and the next begins.
+Position = tuple[datetime, str]
+# [start, end) on published_at; None: no bound.
+Window = tuple[datetime | None, datetime | None]
+
 # Each mention matches through its own language's stemming: q is parsed with the configuration the mention's
-# tsvector was built with (ecoute_ts_config(lang), inlined by the planner). One arm per configuration rather than
-# `search @@ (english || french || simple)`: in that union a term excluded with -word in one configuration is
-# still allowed by the others (an English "phone is too expensive" matched "phone -expensive" through the
-# French parse, which does not stem "expensive"). Each arm is a GIN index condition; the planner ORs them.
+# tsvector was built with (ecoute_ts_config in migration 0001: en -> english, fr -> french, anything else ->
+# simple). One arm per configuration rather than `search @@ (english || french || simple)`: in that union a term
+# excluded with -word in one configuration is still allowed by the others (an English "phone is too expensive"
+# matched "phone -expensive" through the French parse, which does not stem "expensive"). Each arm is a GIN index
+# condition. The arms test `lang` itself, not ecoute_ts_config(lang): the planner has statistics on the column,
+# none on the expression, and guessed matches 100 times too rare, then fetched every match to sort them.
 _MATCH = sql.SQL(
-    "((ecoute_ts_config(lang) = 'english'::regconfig AND search @@ websearch_to_tsquery('english', %(q)s))"
-    " OR (ecoute_ts_config(lang) = 'french'::regconfig AND search @@ websearch_to_tsquery('french', %(q)s))"
-    " OR (ecoute_ts_config(lang) = 'simple'::regconfig AND search @@ websearch_to_tsquery('simple', %(q)s)))"
+    "((lang = 'en' AND search @@ websearch_to_tsquery('english', %(q)s))"
+    " OR (lang = 'fr' AND search @@ websearch_to_tsquery('french', %(q)s))"
+    " OR ((lang IS NULL OR lang NOT IN ('en', 'fr')) AND search @@ websearch_to_tsquery('simple', %(q)s)))"
 )
 # A snippet of the text around the matches: the text is HTML-escaped first, so the headline is safe HTML with
 # the matched words in <mark>.
@@ -134,9 +144,15 @@ class SearchFilter:
     author: str | None = None
     topic: str | None = None
 
-    def where(self, after: tuple[datetime, str] | None) -> tuple[sql.Composed, dict[str, Any]]:
+    def where(self, after: Position | None, window: Window = (None, None)) -> tuple[sql.Composed, dict[str, Any]]:
         clauses: list[sql.Composable] = [sql.SQL("brand = %(brand)s")]
         params: dict[str, Any] = {"brand": self.brand}
+        if window[0] is not None:
+            clauses.append(sql.SQL("published_at >= %(window_start)s"))
+            params["window_start"] = window[0]
+        if window[1] is not None:
+            clauses.append(sql.SQL("published_at < %(window_end)s"))
+            params["window_end"] = window[1]
         if self.q is not None:
             clauses.append(_MATCH)
             params["q"] = self.q
@@ -171,11 +187,38 @@ class SearchFilter:
         return sql.SQL(" AND ").join(clauses), params
 
 
+# Builds one query of a search: (filter, position, how many rows, window) -> (SQL, parameters).
+QueryBuilder = Callable[[SearchFilter, Position | None, int, Window], tuple[sql.Composed, dict[str, Any]]]
+
+
+def time_windows(search: SearchFilter, after: Position | None, now: datetime) -> list[Window]:
+    """The spans a search reads one after the other, newest first, until its page is full: the last 30 days
+    before the newest instant it may return, the 90 before those, then the rest.
+
+    Why: a search with q finds its mentions through the text index, which knows nothing of dates: PostgreSQL
+    fetches every match and sorts them to keep the newest 50 — 8,000 rows and ~200 ms for "prix élevés" over
+    the largest brand's 13 months. Within 30 days it fetches a thirteenth of them, and the page is usually
+    full there. A rare term costs three index lookups instead of one; a search without q reads the brand's
+    rows newest first and stops at the page's end whatever the windows."""
+    bounds = [moment for moment in (search.until, after[0] if after else None) if moment is not None]
+    top = min(bounds) if bounds else now
+    windows: list[Window] = []
+    end: datetime | None = None
+    for back in WINDOW_SPANS:
+        start = top - back
+        if search.since is not None and start <= search.since:
+            break
+        windows.append((start, end))
+        end = start
+    windows.append((None, end))
+    return windows
+
+
 def _page_query(
-    search: SearchFilter, after: tuple[datetime, str] | None, limit: int
+    search: SearchFilter, after: Position | None, limit: int, window: Window = (None, None)
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """One JSON page: (published_at, id, the record with its headline as JSON text)."""
-    where, params = search.where(after)
+    where, params = search.where(after, window)
     headline = _HEADLINE if search.q is not None else sql.SQL("NULL::text")
     params["limit"] = limit
     # The headline is computed in the outer query, on the page's rows only.
@@ -189,9 +232,9 @@ def _page_query(
 
 
 def _export_query(
-    search: SearchFilter, after: tuple[datetime, str] | None, limit: int
+    search: SearchFilter, after: Position | None, limit: int, window: Window = (None, None)
 ) -> tuple[sql.Composed, dict[str, Any]]:
-    where, params = search.where(after)
+    where, params = search.where(after, window)
     params["limit"] = limit
     query = sql.SQL(
         "SELECT {columns} FROM mentions WHERE {where} ORDER BY published_at DESC, id DESC LIMIT %(limit)s"
@@ -216,21 +259,39 @@ def unavailable(exc: Exception) -> HTTPException:
     )
 
 
+_NO_JIT = "SELECT set_config('jit', 'off', true)"
+_TEXT_INDEX_ONLY = (
+    "SELECT set_config('jit', 'off', true), set_config('enable_indexscan', 'off', true),"
+    " set_config('enable_seqscan', 'off', true)"
+)
+
 # PostgreSQL errors a user's input can cause: data exceptions (class 22), a tsquery it cannot parse (42601) and
 # program limits (54: a query too big to search with). Any other error is the store's or ours.
 _INPUT_ERRORS = (psycopg.DataError, psycopg.errors.SyntaxError, psycopg.errors.ProgramLimitExceeded)
 
 
 async def _fetch(
-    history: History, query: sql.Composed, params: dict[str, Any], search: SearchFilter
+    history: History, search: SearchFilter, after: Position | None, count: int, build: QueryBuilder
 ) -> list[tuple[Any, ...]]:
+    """The first `count` matching rows after `after`, newest first, read window by window (time_windows)."""
     assert history.pool is not None
+    rows: list[tuple[Any, ...]] = []
     try:
-        async with history.pool.connection() as conn:
-            # A plan for each query's own values (no prepared generic plan): how many mentions a term matches
-            # decides between reading the brand's newest rows in order and looking the term up in the index.
-            cur = await conn.execute(query, params, prepare=False)
-            return await cur.fetchall()
+        async with history.pool.connection() as conn, conn.transaction():
+            # Settings of this transaction only (so they also hold through a transaction-pooling proxy):
+            # - no JIT: past jit_above_cost PostgreSQL spent ~250 ms compiling a search that then ran in less;
+            # - with q, the text index and nothing else (see time_windows): the planner cannot know how many of
+            #   a brand's mentions a term matches, and when it guessed many (a word common among other brands'
+            #   mentions, absent from this one's) it read the brand's rows newest first, all 300,000 (1 s).
+            await conn.execute(_TEXT_INDEX_ONLY if search.q is not None else _NO_JIT)
+            for window in time_windows(search, after, datetime.now(UTC)):
+                query, params = build(search, after, count - len(rows), window)
+                # Planned for its own values (no prepared generic plan).
+                cur = await conn.execute(query, params, prepare=False)
+                rows += await cur.fetchall()
+                if len(rows) >= count:
+                    break
+        return rows
     except _INPUT_ERRORS as exc:
         message = (exc.diag.message_primary or str(exc)).strip()
         if search.q is not None:
@@ -259,7 +320,7 @@ def encode_cursor(published_at: datetime, mention_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> Position:
     """The (published_at, id) a cursor stands for; a 422 naming `cursor` when it is not one of ours."""
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
@@ -374,8 +435,7 @@ async def search_mentions(
         return await _export(request, history, search, after, limit or EXPORT_MAX_ROWS)
 
     size = limit or PAGE_DEFAULT
-    query, params = _page_query(search, after, size + 1)
-    rows = await _fetch(history, query, params, search)
+    rows = await _fetch(history, search, after, size + 1, _page_query)
     if not rows and after is None:
         await _ensure_known(request, history, brand)
     page = rows[:size]
@@ -400,12 +460,11 @@ async def search_mentions(
 
 
 async def _export(
-    request: Request, history: History, search: SearchFilter, after: tuple[datetime, str] | None, total: int
+    request: Request, history: History, search: SearchFilter, after: Position | None, total: int
 ) -> Response:
     # The first chunk is read before answering, so a bad query or an unreachable store still gets its status.
     first_size = min(EXPORT_CHUNK, total)
-    query, params = _export_query(search, after, first_size)
-    first = await _fetch(history, query, params, search)
+    first = await _fetch(history, search, after, first_size, _export_query)
     if not first and after is None:
         await _ensure_known(request, history, search.brand)
 
@@ -418,9 +477,8 @@ async def _export(
             if len(chunk) < size or sent >= total:
                 return
             size = min(EXPORT_CHUNK, total - sent)
-            query, params = _export_query(search, (chunk[-1][2], chunk[-1][1]), size)
             try:
-                chunk = await _fetch(history, query, params, search)
+                chunk = await _fetch(history, search, (chunk[-1][2], chunk[-1][1]), size, _export_query)
             except HTTPException as exc:
                 # The answer has started: all that is left is to cut it short (the client sees an incomplete body).
                 logger.warning("CSV export of %s cut short after %d rows: %s", search.brand, sent, exc.detail)

@@ -23,6 +23,7 @@ from ecoute.brokers import free_port
 from schemas import ScoredMention, dump, utc_now
 from schemas.history import migrate
 from services.api import history_search
+from services.api.history_search import SearchFilter
 from services.api.settings import ApiSettings
 from services.store.rows import Batch
 from services.store.writer import Partitions, write_batch
@@ -142,6 +143,10 @@ def corpus(end: datetime) -> list[Stored]:
     for n, (mention_id, text, lang, keys) in enumerate(odd):
         item = mention("acme", mention_id, end - timedelta(days=30, minutes=n), text.format(b="acme"), lang=lang)
         out.append(Stored(item, frozenset(keys)))
+    # Older than the search's first two time windows (30 and 120 days), so its last one has rows too.
+    for n, days in enumerate((200, 300)):
+        item = mention("acme", f"sim:acme-old{n}", end - timedelta(days=days), "Old acme phones", label="negative")
+        out.append(Stored(item, frozenset({"phone"})))
     for n in range(3):
         out.append(
             Stored(mention("initech", f"sim:initech-{n}", end - timedelta(days=n), "initech phone"), frozenset())
@@ -209,8 +214,8 @@ async def test_paging_returns_each_match_once_newest_first(loaded: tuple[str, li
     async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=30) as http:
         everything = expected(data)
         ids, pages = await page_through(http, "acme", 7)
-        assert ids == everything and len(set(ids)) == len(ids) == 243
-        assert pages == -(-243 // 7)  # the last page says so itself, no empty page after it
+        assert ids == everything and len(set(ids)) == len(ids) == 245
+        assert pages == -(-245 // 7)  # the last page says so itself, no empty page after it
 
         # The default page is 50; a page of exactly the remaining rows ends with next_cursor null.
         first = (await http.get("/v1/brands/acme/mentions/search")).json()
@@ -218,8 +223,8 @@ async def test_paging_returns_each_match_once_newest_first(loaded: tuple[str, li
         assert [m["id"] for m in first["mentions"]] == everything[:50]
         record = first["mentions"][0]
         assert record["schema"] == "scored-mention/1" and record["brand"] == "acme" and record["headline"] is None
-        ids, pages = await page_through(http, "acme", 81)
-        assert (ids, pages) == (everything, 3)
+        ids, pages = await page_through(http, "acme", 49)
+        assert (ids, pages) == (everything, 5)
 
         # globex only sees its own mentions, and the not-configured initech is found in the store.
         assert (await page_through(http, "globex", 200))[0] == expected(data, "globex")
@@ -462,3 +467,23 @@ async def test_503_without_a_store_or_when_it_is_unreachable(
         # Validation still comes first.
         answer = await http.get(f"{down.url}/v1/brands/acme/mentions/search", params={"sentiment": "x"})
         assert answer.status_code == 422
+
+
+def test_time_windows_cover_the_range_once() -> None:
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    search = SearchFilter(brand="acme", q="x")
+    day = timedelta(days=1)
+    assert history_search.time_windows(search, None, now) == [
+        (now - 30 * day, None),
+        (now - 120 * day, now - 30 * day),
+        (None, now - 120 * day),
+    ]
+    # From the newest instant the search may return: until, or the cursor, whichever is older.
+    until = now - 10 * day
+    bounded = SearchFilter(brand="acme", q="x", until=until)
+    assert history_search.time_windows(bounded, (now - 50 * day, "id"), now)[0] == (now - 80 * day, None)
+    assert history_search.time_windows(bounded, (now - 5 * day, "id"), now)[0] == (until - 30 * day, None)
+    # since cuts the windows short: the last one is open below (the query applies since itself).
+    recent = SearchFilter(brand="acme", since=now - 45 * day)
+    assert history_search.time_windows(recent, None, now) == [(now - 30 * day, None), (None, now - 30 * day)]
+    assert history_search.time_windows(SearchFilter(brand="acme", since=now - day), None, now) == [(None, None)]
