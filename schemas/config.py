@@ -19,10 +19,12 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    HttpUrl,
     StrictStr,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import core_schema
 
@@ -53,10 +55,55 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class OwnedMastodon(_Section):
+    """A brand's own Mastodon account, read publicly: `{instance: https://mastodon.social, account: acme}`."""
+
+    instance: HttpUrl
+    account: str = Field(pattern=r"^@?[A-Za-z0-9_]{1,30}(@[A-Za-z0-9.-]{1,253})?$", description="acme or acme@host")
+
+
+class OwnedBluesky(_Section):
+    """A brand's own Bluesky account by `handle` or `did`, read from a public AppView."""
+
+    handle: str | None = Field(None, pattern=r"^@?[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$")
+    did: str | None = Field(None, pattern=r"^did:[a-z]+:[A-Za-z0-9._:%-]{1,2048}$")
+    base_url: HttpUrl = Field(HttpUrl("https://public.api.bsky.app"), description="the AppView answering app.bsky.*")
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> OwnedBluesky:
+        if (self.handle is None) == (self.did is None):
+            raise ValueError("give either handle or did")
+        return self
+
+    @property
+    def actor(self) -> str:
+        return self.did or (self.handle or "").removeprefix("@")
+
+
+class OwnedChannels(_Section):
+    """`brands.<name>.owned:` the brand's own accounts and blog feeds, polled for their posts' reactions."""
+
+    mastodon: list[OwnedMastodon] = Field(default_factory=list)
+    bluesky: list[OwnedBluesky] = Field(default_factory=list)
+    rss: list[HttpUrl] = Field(default_factory=list, description="the blog's RSS or Atom feed URLs")
+    interval: Seconds = Field(900.0, description="between two polls of every channel")
+    posts: int = Field(40, ge=1, le=100, description="the latest posts of each channel read at each poll")
+
+    @model_validator(mode="after")
+    def _some_channel(self) -> OwnedChannels:
+        if not (self.mastodon or self.bluesky or self.rss):
+            raise ValueError("owned needs at least one channel: mastodon, bluesky or rss")
+        for name, channels in (("mastodon", self.mastodon), ("bluesky", self.bluesky), ("rss", self.rss)):
+            if len(set(map(str, channels))) != len(channels):
+                raise ValueError(f"the same {name} channel is listed twice")
+        return self
+
+
 class BrandConfig(_Section):
     query: str | list[str]
     competitors: list[str] = Field(default_factory=list)
     alerts: AlertsConfig | None = None  # overrides of the global `alerts:` for this brand
+    owned: OwnedChannels | None = None  # the brand's own channels, tracked as content items
 
     @field_validator("query")
     @classmethod

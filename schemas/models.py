@@ -1,5 +1,5 @@
 """Pydantic models of Écoute's Kafka messages: mention/1, scored-mention/1, kpi-partial/1, kpi/1,
-alert/1, account-metric/1, alert-ack/1, mention-handled/1, webhook-delivery/1.
+alert/1, account-metric/1, alert-ack/1, mention-handled/1, webhook-delivery/1, content-item/1.
 
 Messages are JSON serialised with orjson (`dump`), and read back with pydantic's JSON parser
 (`load`), which names the offending field when a message is refused. The JSON Schema files next to
@@ -228,6 +228,43 @@ class AccountMetric(BaseModel):
         return f"{self.brand}|{self.platform}|{self.metric}"
 
 
+ContentPlatform = Literal["mastodon", "bluesky", "rss"]
+MAX_EXCERPT_CHARS = 500
+
+
+class ContentItem(BaseModel):
+    """content-item/1: one reading of a post of the brand's own channels (its Mastodon or Bluesky account, its
+    blog's feed): the reactions it had at `at`, and the channel's followers then.
+
+    Keyed `brand|platform|id` on the compacted content.items topic. A count the channel does not expose (likes
+    on a blog) is null, not 0.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    schema_: Literal["content-item/1"] = Field("content-item/1", alias="schema")
+    brand: Name
+    platform: ContentPlatform
+    id: Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=r"^[^|\s]+$")] = Field(
+        description="stable and platform-qualified, as mention ids: `mastodon:<host>:<status id>`, "
+        "`bluesky:<did>:<rkey>`, `rss:<sha1 of guid>`"
+    )
+    channel: ShortStr = Field(description="the owned channel: `acme@mastodon.social`, `acme.bsky.social`, a feed URL")
+    url: ShortStr | None = None
+    published_at: UtcDatetime
+    title: Annotated[StrictStr, Field(max_length=4096)] | None = None
+    text: Annotated[StrictStr, Field(max_length=MAX_EXCERPT_CHARS)] = Field("", description="an excerpt")
+    comments: Count | None = Field(None, description="replies or comments")
+    reposts: Count | None = Field(None, description="reblogs, reposts")
+    likes: Count | None = Field(None, description="favourites, likes")
+    followers: Count | None = Field(None, description="the channel's followers at `at` (null for a feed)")
+    at: UtcDatetime = Field(default_factory=utc_now)
+
+    @property
+    def key(self) -> str:
+        return f"{self.brand}|{self.platform}|{self.id}"
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -318,4 +355,5 @@ MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "alert-ack.v1": AlertAck,
     "mention-handled.v1": MentionHandled,
     "webhook-delivery.v1": WebhookDelivery,
+    "content-item.v1": ContentItem,
 }

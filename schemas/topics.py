@@ -24,6 +24,9 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "metrics.accounts": {**COMPACT, "min.compaction.lag.ms": str(EIGHT_DAYS_MS)},
     "alerts.actions": COMPACT,
     "webhooks.deliveries": COMPACT,
+    # Readings of the brand's own posts (key `brand|platform|item id`): the latest of each post stays, and
+    # 8 days of readings too, so a replica that starts rebuilds each post's change over 24 h.
+    "content.items": {**COMPACT, "min.compaction.lag.ms": str(EIGHT_DAYS_MS)},
 }
 
 
@@ -76,6 +79,11 @@ class Topics:
         """The state of every webhook delivery (key `<alert id>|<webhook id>`)."""
         return self._name("webhooks.deliveries")
 
+    @property
+    def content_items(self) -> str:
+        """Readings of the brand's own posts (content-item/1, key `brand|platform|item id`)."""
+        return self._name("content.items")
+
     def configs(self, name: str) -> dict[str, str]:
         """The configs the (prefixed) topic `name` is created with."""
         if not name.startswith(self.prefix):
@@ -98,6 +106,7 @@ class Topics:
             self.ingest_checkpoints,
             self.alerts_actions,
             self.webhooks_deliveries,
+            self.content_items,
         ]
 
 

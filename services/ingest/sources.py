@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas import AccountMetric, ConfigError, EcouteConfig, Mention, dump
-from services.ingest.connectors import CONNECTORS
+from schemas import AccountMetric, ConfigError, ContentItem, EcouteConfig, Mention, dump
+from services.ingest.connectors import CONNECTORS, owned_connectors
 from services.ingest.connectors.base import Batch, Connector, ContentRefused
 from services.ingest.connectors.checkpoints import CheckpointStore
 from services.ingest.connectors.fetch import (
@@ -219,6 +219,8 @@ class SourceWorker:
                 self.status.produced += len(mentions)
             if batch.account_metrics:
                 await self._produce_account_metrics(batch.account_metrics)
+            if batch.content_items:
+                await self._produce_content_items(batch.content_items)
             if batch.save:
                 await self.store.save(source_id, batch.cursor)
         finally:
@@ -236,6 +238,24 @@ class SourceWorker:
                 )
         if readings:
             await self.link.produce(self.link.topics.metrics_accounts, [(r.key.encode(), dump(r)) for r in readings])
+            self.metrics.source_produced.labels(*self.labels).inc(len(readings))
+            self.status.produced += len(readings)
+
+    async def _produce_content_items(self, raw: list[dict[str, Any]]) -> None:
+        readings: list[ContentItem] = []
+        for fields in raw:
+            try:
+                readings.append(ContentItem.model_validate(fields))
+            except ValidationError as exc:
+                self._refuse("invalid")
+                logger.warning(
+                    "%s: item %s is not a valid content item: %s",
+                    self.name,
+                    fields.get("id"),
+                    describe(errors_of(exc, None)),
+                )
+        if readings:
+            await self.link.produce(self.link.topics.content_items, [(r.key.encode(), dump(r)) for r in readings])
             self.metrics.source_produced.labels(*self.labels).inc(len(readings))
             self.status.produced += len(readings)
 
@@ -364,6 +384,8 @@ class SourceRunner:
                 continue
             ids.add(connector.source_id)
             connectors.append(connector)
+        # The brands' own channels (`brands.<name>.owned`), checked with the config: one connector per brand.
+        connectors.extend(owned_connectors(self.config))
         return connectors
 
     async def start(self) -> None:

@@ -18,6 +18,7 @@ from schemas import (
     Alert,
     AlertAck,
     ConfigError,
+    ContentItem,
     EcouteConfig,
     Kpi,
     KpiPartial,
@@ -187,6 +188,37 @@ def examples() -> list[tuple[str, BaseModel]]:
                 {**DELIVERY, "status": "delivered", "attempts": 1, "delivered_at": T0, "partition": 3}
             ),
         ),
+        (
+            "content-item.v1",
+            ContentItem.model_validate(
+                {
+                    "brand": "acme",
+                    "platform": "mastodon",
+                    "id": "mastodon:mastodon.example:110000000000000001",
+                    "channel": "acme@mastodon.example",
+                    "url": "https://mastodon.example/@acme/110000000000000001",
+                    "published_at": T0,
+                    "text": "Our new X2 is out",
+                    "comments": 4,
+                    "reposts": 7,
+                    "likes": 31,
+                    "followers": 2500,
+                    "at": T0 + timedelta(hours=2),
+                }
+            ),
+        ),
+        (
+            "content-item.v1",
+            ContentItem.model_validate(
+                {
+                    "brand": "acme",
+                    "platform": "rss",
+                    "id": "rss:ab12",
+                    "channel": "https://b.example/feed",
+                    "published_at": T0,
+                }
+            ),
+        ),
     ]
 
 
@@ -233,6 +265,7 @@ def test_schema_requires_what_the_model_requires() -> None:
             "alert_created_at",
             "updated_at",
         ],
+        "content-item.v1": ["brand", "platform", "id", "channel", "published_at"],
     }
     # The smallest message a webhook may post is valid for both the schema and the model.
     minimal = {"id": "webhook:1", "text": "hello"}
@@ -255,6 +288,7 @@ def test_every_model_has_a_committed_schema_file_and_nothing_else() -> None:
             "alert-ack.v1",
             "mention-handled.v1",
             "webhook-delivery.v1",
+            "content-item.v1",
         }
     )
 
@@ -584,6 +618,7 @@ def test_topic_names_follow_the_prefix() -> None:
         "t-ingest.checkpoints",
         "t-alerts.actions",
         "t-webhooks.deliveries",
+        "t-content.items",
     ]
     assert (Topics().alerts_actions, Topics().webhooks_deliveries) == ("alerts.actions", "webhooks.deliveries")
 
@@ -597,14 +632,17 @@ def test_topic_configs(prefix: str) -> None:
         topics.metrics_accounts,
         topics.alerts_actions,
         topics.webhooks_deliveries,
+        topics.content_items,
     }
-    for name in topics.compacted - {topics.metrics_accounts}:
+    for name in topics.compacted - {topics.metrics_accounts, topics.content_items}:
         assert topics.configs(name) == {"cleanup.policy": "compact"}
     # Compacted, but 8 days of readings are never compacted away: the love KPI compares with 1 and 7 days ago.
     assert topics.configs(topics.metrics_accounts) == {
         "cleanup.policy": "compact",
         "min.compaction.lag.ms": str(8 * 24 * 3600 * 1000),
     }
+    # The same for the readings of owned posts: a replica rebuilds each post's 24 h change from the topic.
+    assert topics.configs(topics.content_items) == topics.configs(topics.metrics_accounts)
     for name in (topics.mentions_raw, topics.mentions_scored, topics.kpi_partials, topics.alerts, topics.mentions_dlq):
         assert topics.configs(name) == {}
     # A name outside this prefix is none of ours; and a caller changing the returned dict changes nothing.

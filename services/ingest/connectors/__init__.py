@@ -29,6 +29,7 @@ from services.ingest.connectors.fetch import (
 )
 from services.ingest.connectors.hackernews import HackerNewsConnector, HackerNewsOptions, hit_fields
 from services.ingest.connectors.mastodon import MastodonConnector, MastodonOptions, status_fields
+from services.ingest.connectors.owned import OwnedConnector, owned_connectors
 from services.ingest.connectors.reddit import RedditConnector, RedditOptions, listing_children, thing_fields
 from services.ingest.connectors.rss import RssConnector, RssOptions, check_xml, entry_fields, parse_feed
 
@@ -80,6 +81,7 @@ __all__ = [
     "HackerNewsOptions",
     "MastodonConnector",
     "MastodonOptions",
+    "OwnedConnector",
     "RateLimited",
     "RedditConnector",
     "RedditOptions",
@@ -97,6 +99,7 @@ __all__ = [
     "hit_fields",
     "ip_literal",
     "listing_children",
+    "owned_connectors",
     "parse_feed",
     "parse_networks",
     "query_terms",

@@ -63,7 +63,7 @@ class AccountsOptions(SourceOptions):
         return self
 
 
-def _count(data: Any, *path: str) -> int:
+def count_at(data: Any, *path: str) -> int:
     """The non-negative integer at `path` inside a JSON answer; ContentRefused when it is not one."""
     value = data
     for key in path:
@@ -71,6 +71,26 @@ def _count(data: Any, *path: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ContentRefused("malformed", f"no count at {'.'.join(path)} (got {value!r})")
     return value
+
+
+async def mastodon_account(fetcher: SafeFetcher, instance: str, acct: str) -> dict[str, Any]:
+    """`/api/v1/accounts/lookup?acct=`: the public account (id, followers_count…) of `acct` on `instance`."""
+    base = instance.rstrip("/")
+    url = httpx.URL(f"{base}/api/v1/accounts/lookup", params={"acct": acct.removeprefix("@")})
+    data = json_body(await fetcher.get(str(url), {"accept": "application/json"}))
+    if not isinstance(data, dict):
+        raise ContentRefused("malformed", f"{url}: the account is not a JSON object")
+    return data
+
+
+async def bluesky_profile(fetcher: SafeFetcher, base_url: str, actor: str) -> dict[str, Any]:
+    """`app.bsky.actor.getProfile` on an AppView: the profile (did, handle, followersCount…) of a handle or DID."""
+    base = base_url.rstrip("/")
+    url = httpx.URL(f"{base}/xrpc/app.bsky.actor.getProfile", params={"actor": actor.removeprefix("@")})
+    data = json_body(await fetcher.get(str(url), {"accept": "application/json"}))
+    if not isinstance(data, dict):
+        raise ContentRefused("malformed", f"{url}: the profile is not a JSON object")
+    return data
 
 
 class AccountsConnector:
@@ -100,25 +120,21 @@ class AccountsConnector:
     async def mastodon_followers(self, fetcher: SafeFetcher) -> list[Reading]:
         account = self.options.mastodon
         assert account is not None
-        base = str(account.instance).rstrip("/")
-        url = httpx.URL(f"{base}/api/v1/accounts/lookup", params={"acct": account.account.removeprefix("@")})
-        data = json_body(await fetcher.get(str(url), {"accept": "application/json"}))
-        return [("mastodon", "followers", _count(data, "followers_count"))]
+        data = await mastodon_account(fetcher, str(account.instance), account.account)
+        return [("mastodon", "followers", count_at(data, "followers_count"))]
 
     async def bluesky_followers(self, fetcher: SafeFetcher) -> list[Reading]:
         account = self.options.bluesky
         assert account is not None
-        base = str(account.base_url).rstrip("/")
-        url = httpx.URL(f"{base}/xrpc/app.bsky.actor.getProfile", params={"actor": account.handle.removeprefix("@")})
-        data = json_body(await fetcher.get(str(url), {"accept": "application/json"}))
-        return [("bluesky", "followers", _count(data, "followersCount"))]
+        data = await bluesky_profile(fetcher, str(account.base_url), account.handle)
+        return [("bluesky", "followers", count_at(data, "followersCount"))]
 
     async def reddit_subscribers(self, fetcher: SafeFetcher) -> list[Reading]:
         account = self.options.reddit
         assert account is not None
         base = str(account.base_url).rstrip("/")
         data = json_body(await fetcher.get(f"{base}/r/{account.subreddit}/about.json", {"accept": "application/json"}))
-        return [("reddit", "subscribers", _count(data, "data", "subscribers"))]
+        return [("reddit", "subscribers", count_at(data, "data", "subscribers"))]
 
     async def poll(self, cursor: Cursor | None, fetcher: SafeFetcher) -> AsyncIterator[Batch]:
         readers: list[tuple[str, Callable[[SafeFetcher], Awaitable[list[Reading]]]]] = []

@@ -47,6 +47,8 @@ class Batch:
     notes: dict[str, Any] = field(default_factory=dict)
     # account-metric/1 fields (followers, subscribers…) for metrics.accounts, validated and produced like mentions.
     account_metrics: list[dict[str, Any]] = field(default_factory=list)
+    # content-item/1 fields (readings of the brand's own posts) for content.items, validated and produced likewise.
+    content_items: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SourceOptions(BaseModel):
