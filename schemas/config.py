@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DOMAIN = re.compile(r"(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
@@ -103,6 +104,20 @@ class BrandConfig(_Section):
     query: str | list[str]
     competitors: list[str] = Field(default_factory=list)
     alerts: AlertsConfig | None = None  # overrides of the global `alerts:` for this brand
+    # Sites the brand owns: links to them (or their subdomains) in mentions count as inbound links.
+    owned_domains: list[StrictStr] = Field(default_factory=list)
+
+    @field_validator("owned_domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        domains = []
+        for entry in value:
+            domain = entry.strip().lower().removeprefix("https://").removeprefix("http://").rstrip("/").rstrip(".")
+            domain = domain.removeprefix("www.")
+            if not _DOMAIN.fullmatch(domain):
+                raise ValueError(f"{entry!r} is not a domain name (e.g. acme.com or blog.acme.com)")
+            domains.append(domain)
+        return list(dict.fromkeys(domains))
     owned: OwnedChannels | None = None  # the brand's own channels, tracked as content items
 
     @field_validator("query")
@@ -223,7 +238,7 @@ class SourceConfig(BaseModel):
     """One entry of `sources:`; each connector validates its own options."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    type: Literal["rss", "reddit", "mastodon", "bluesky", "hackernews", "simulate", "accounts"]
+    type: Literal["rss", "reddit", "mastodon", "bluesky", "hackernews", "simulate", "accounts", "matomo", "plausible"]
 
 
 class WebhookConfig(_Section):

@@ -23,6 +23,7 @@ AlertKind = Literal["volume_spike", "volume_drop", "negative_surge", "influencer
 Severity = Literal["info", "warning", "critical"]
 
 MAX_TEXT_CHARS = 100_000
+MAX_LINKS = 256
 
 
 def as_utc(value: datetime) -> datetime:
@@ -76,6 +77,11 @@ class Mention(_Message):
     parent_id: ShortStr | None = None
     engagement: Engagement = Field(default_factory=Engagement)
     query: ShortStr | None = None
+    links: list[ShortStr] = Field(
+        default_factory=list,
+        max_length=MAX_LINKS,
+        description="URLs the mention links to (its HTML anchors, link facets, a story's URL); see schemas/links.py",
+    )
 
 
 class Sentiment(_Message):

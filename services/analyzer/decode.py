@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from schemas import Mention, load, utc_now
-from schemas.models import as_utc
+from schemas.models import MAX_LINKS, as_utc
 
 _Short = Annotated[str, msgspec.Meta(max_length=2048)]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -55,6 +55,7 @@ class _Mention(msgspec.Struct):
     parent_id: _Short | None = None
     engagement: _Engagement = msgspec.field(default_factory=_Engagement)
     query: _Short | None = None
+    links: Annotated[list[_Short], msgspec.Meta(max_length=MAX_LINKS)] = msgspec.field(default_factory=list)
 
 
 _decoder = msgspec.json.Decoder(_Mention)
@@ -101,4 +102,5 @@ def decode_mention(raw: bytes) -> dict[str, Any]:
             "views": engagement.views,
         },
         "query": mention.query,
+        "links": mention.links,
     }

@@ -70,6 +70,7 @@ from services.api.gcpolicy import FreezeSurvivors, GcPauses
 from services.api.history import History
 from services.api.history_search import router as history_search_router
 from services.api.hotpath import KpisHotPath
+from services.api.links_views import LinkViews
 from services.api.metrics import ApiMetrics
 from services.api.settings import ApiSettings
 from services.api.views import AlertView, Inbox, InboxItem, ResponseTime, RollingKpi, RollingWindow, Views
@@ -396,13 +397,27 @@ def optional_insights(config: EcouteConfig, clock: Callable[[], datetime]) -> Op
     insight_views = importlib.import_module("services.api.insights_views")
     routes = importlib.import_module("services.api.insights")
     views = insight_views.Insights.from_config(config, clock=clock)
+    # Inbound links (links_views.py) are counted from the same scored mentions, for /love.
+    links = LinkViews({name: brand.owned_domains for name, brand in config.brands.items()}, clock=clock)
+    views.links = links
+
+    def apply_record(topic: str, key: bytes | None, value: bytes | None, now: datetime) -> object:
+        applied = views.apply_record(topic, key, value, now)
+        if topic == "mentions.scored" and value is not None:
+            links.apply_record(topic, key, value, now)
+        return applied
+
+    def apply_mention(mention: ScoredMention, now: datetime) -> object:
+        links.apply_scored(mention, now)
+        return views.apply_scored(mention, now)
+
     sink = RecordSink(
         name="insight",
         topics=frozenset({"mentions.scored", "kpi.snapshots", "metrics.accounts"}),
-        apply=views.apply_record,
-        evict=views.evict,
-        sizes=views.sizes,
-        apply_mention=views.apply_scored,
+        apply=apply_record,
+        evict=lambda now: views.evict(now) + links.evict(now),
+        sizes=lambda: {**views.sizes(), **links.sizes()},
+        apply_mention=apply_mention,
     )
     return OptionalInsights(routes.router, views, sink)
 

@@ -59,7 +59,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
@@ -68,6 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas import AccountMetric, EcouteConfig, Kpi, ScoredMention, load, utc_now
 from schemas.love import AUDIENCE_METRICS, LOVE_FORMULA, audience_growth, love_score
 from schemas.models import KpiEngagement
+from services.api.links_views import WEB_PLATFORM, InboundLinks, LinkViews, WebAudience, web_audience
 from services.api.views import MINUTE, floor_minute, window_bounds
 
 HOUR = timedelta(hours=1)
@@ -98,7 +99,7 @@ TOPIC_MENTIONS_SCORED = "mentions.scored"
 TOPIC_KPI_SNAPSHOTS = "kpi.snapshots"
 TOPIC_METRICS_ACCOUNTS = "metrics.accounts"
 
-MetricKind = Literal["audience", "links", "other"]
+MetricKind = Literal["audience", "links", "web", "other"]
 
 
 class BadRecord(ValueError):
@@ -653,7 +654,9 @@ class ShareOfVoice(_Answer):
 class AccountReading(_Answer):
     platform: str
     metric: str
-    kind: MetricKind = Field(description="audience (followers, fans, subscribers, members), links, or other")
+    kind: MetricKind = Field(
+        description="audience (followers, fans, subscribers, members), links, web (platform web: daily figures), other"
+    )
     value: float = Field(description="latest reading")
     at: datetime = Field(description="time of the latest reading")
     change_1d: float | None = Field(None, description="latest − the reading in force 24 h ago; null without one")
@@ -684,6 +687,10 @@ class LoveComponents(_Answer):
     audience_growth: float | None = Field(None, description="clamp(0.5 + 5 × 7-day audience growth, 0, 1)")
     engagement: float | None = Field(None, description="min(1, log10(1 + engagement per mention) / 2)")
     positive_share: float | None = Field(None, description="positive / (positive + negative), last 24 h")
+    inbound_links: float | None = Field(None, description="min(1, log10(1 + new linking sites over 7 days) / 2)")
+    social_traffic: float | None = Field(
+        None, description="min(1, log10(1 + social-referred visits per mention over 7 days) / 2)"
+    )
 
 
 class LoveKpis(_Answer):
@@ -737,6 +744,8 @@ class LoveKpis(_Answer):
     components: LoveComponents
     love_index: float | None = Field(None, description="0–100; null when no component can be computed")
     formula: str = LOVE_FORMULA
+    inbound_links: InboundLinks | None = Field(None, description="links to the owned domains; null without any")
+    web: WebAudience | None = Field(None, description="web analytics of the last 7 days beside the mentions")
 
 
 class EmergingTerm(_Answer):
@@ -806,6 +815,8 @@ class Insights:
         self._series: dict[str, dict[str, dict[datetime, _Point]]] = {}
         # brand -> (platform, metric) -> readings (at, value), sorted by time
         self._accounts: dict[str, dict[tuple[str, str], list[tuple[datetime, float]]]] = {}
+        # Inbound links of the brands with owned domains (services/api/links_views.py), fed by their own sink.
+        self.links: LinkViews | None = None
 
     @classmethod
     def from_config(cls, config: EcouteConfig | None, *, clock: Callable[[], datetime] = utc_now) -> Insights:
@@ -1199,6 +1210,8 @@ class Insights:
                 if metric.lower() in AUDIENCE_METRICS
                 else "links"
                 if metric.lower() in LINK_METRICS
+                else "web"
+                if platform == WEB_PLATFORM
                 else "other"
             )
             reading = AccountReading(
@@ -1222,9 +1235,22 @@ class Insights:
         day = self._tally(brand, start, end)
         per_mention = day.engagement / day.mentions if day.mentions else None
 
-        score = love_score(audience_growth(audience_week_ago, audience_now), per_mention, day.positive, day.negative)
+        links = self.links.summary(brand, now) if self.links is not None else None
+        web = web_audience(self._accounts.get(brand, {}), self._mentions_per_day(brand, now), now)
+        score = love_score(
+            audience_growth(audience_week_ago, audience_now),
+            per_mention,
+            day.positive,
+            day.negative,
+            new_linking_sites=links.last_7d.new_linking_sites if links is not None else None,
+            social_visits_per_mention=web.last_7d.social_visits_per_mention if web is not None else None,
+        )
         components = LoveComponents(
-            audience_growth=score.audience_growth, engagement=score.engagement, positive_share=score.positive_share
+            audience_growth=score.audience_growth,
+            engagement=score.engagement,
+            positive_share=score.positive_share,
+            inbound_links=score.inbound_links,
+            social_traffic=score.social_traffic,
         )
         audience_readings = [r for r in accounts if r.kind == "audience"]
         return LoveKpis(
@@ -1246,7 +1272,23 @@ class Insights:
             ),
             components=components,
             love_index=score.index,
+            inbound_links=links,
+            web=web,
         )
+
+    def _mentions_per_day(self, brand: str, now: datetime) -> dict[date, int]:
+        """The brand's mentions per UTC day over the last 8 days: from the 1h snapshots, else the minute tallies."""
+        since = floor_bucket(now, "1h") - 8 * DAY
+        per_day: dict[date, int] = {}
+        for start, point in self._series.get(brand, {}).get("1h", {}).items():
+            if start >= since:
+                per_day[start.date()] = per_day.get(start.date(), 0) + point.mentions
+        if per_day:
+            return per_day
+        state = self._mentions.get(brand)
+        for start, bucket in state.buckets.items() if state is not None else ():
+            per_day[start.date()] = per_day.get(start.date(), 0) + bucket.tally.mentions
+        return per_day
 
     def trends(self, brand: str, limit: int = 20, now: datetime | None = None) -> Trends:
         """Terms whose frequency in the last hour rose most against the 24 h before it."""

@@ -72,6 +72,12 @@ RECORDS = st.fixed_dictionaries(
         "parent_id": SHORT,
         "engagement": ENGAGEMENT,
         "query": SHORT,
+        "links": st.one_of(
+            st.lists(SHORT, max_size=3),
+            st.lists(st.just("https://acme.com/"), min_size=255, max_size=258),
+            st.none(),
+            st.text(max_size=3),
+        ),
         "extra": st.integers(),
     },
 )
@@ -97,6 +103,7 @@ VALID = st.fixed_dictionaries(
         "thread_id": GOOD_SHORT,
         "engagement": _optional({"likes": GOOD_COUNT, "shares": GOOD_COUNT, "comments": GOOD_COUNT}),
         "query": GOOD_SHORT,
+        "links": st.lists(st.text(max_size=30), max_size=4),
     },
 )
 

@@ -109,7 +109,13 @@ def test_every_route_answers_from_the_insights(serve: Serve) -> None:
     # feed_love's mentions plus r1 (positive, 7 likes) and t0..t2 (neutral): 8 mentions, 47 interactions.
     assert love["engagement_24h"]["mentions"] == 8
     assert round(math.log10(1 + 47 / 8) / 2, 4) == 0.4186
-    assert love["components"] == {"audience_growth": 0.7, "engagement": 0.4186, "positive_share": 0.8}
+    assert love["components"] == {
+        "audience_growth": 0.7,
+        "engagement": 0.4186,
+        "positive_share": 0.8,
+        "inbound_links": None,  # no owned domains
+        "social_traffic": None,  # no web analytics readings
+    }
     assert love["love_index"] == round(100 * (0.4 * 0.7 + 0.3 * 0.4186 + 0.3 * 0.8), 1) == 64.6
 
     trends = http.get("/v1/brands/acme/trends").json()

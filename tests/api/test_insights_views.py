@@ -441,7 +441,13 @@ def test_love_kpis_with_changes_over_one_and_seven_days_and_the_index() -> None:
     }
     # audience: followers grew 4 % in 7 days (the newsletter has no 7-day reading) → 0.5 + 5 × 0.04;
     # engagement: log10(1 + 10) / 2; positive share: 3 / (3 + 1).
-    assert love["components"] == {"audience_growth": 0.7, "engagement": 0.5207, "positive_share": 0.75}
+    assert love["components"] == {
+        "audience_growth": 0.7,
+        "engagement": 0.5207,
+        "positive_share": 0.75,
+        "inbound_links": None,  # no owned domains
+        "social_traffic": None,  # no web analytics readings
+    }
     assert love["love_index"] == round(100 * (0.4 * 0.7 + 0.3 * 0.5207 + 0.3 * 0.75), 1) == 66.1
 
 

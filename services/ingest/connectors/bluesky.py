@@ -33,7 +33,7 @@ from services.ingest.connectors.base import Batch, Candidate, SourceOptions, der
 from services.ingest.connectors.checkpoints import Cursor
 from services.ingest.connectors.fetch import FetchConnectError, FetchError, SafeFetcher
 from services.ingest.connectors.streams import check_ws_url, open_websocket
-from services.ingest.connectors.text import clip
+from services.ingest.connectors.text import clean_links, clip
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +154,20 @@ def _post_uri(value: Any) -> str | None:
     return f"bluesky:{match.group(1)}:{match.group(2)}" if match else None
 
 
+def _post_links(record: Mapping[str, Any]) -> list[str]:
+    """The pages a post links to: its link facets (app.bsky.richtext.facet#link) and its external embed."""
+    urls: list[Any] = []
+    for facet in record.get("facets") or []:
+        for feature in _object(facet).get("features") or []:
+            feature = _object(feature)
+            if feature.get("$type") == "app.bsky.richtext.facet#link":
+                urls.append(feature.get("uri"))
+    embed = _object(record.get("embed"))
+    urls.append(_object(embed.get("external")).get("uri"))
+    urls.append(_object(_object(embed.get("media")).get("external")).get("uri"))  # recordWithMedia
+    return clean_links(urls)
+
+
 def _searchable(record: Mapping[str, Any]) -> str:
     """The post's text and what it embeds that a reader sees (a link card's title and description)."""
     parts = [record.get("text")]
@@ -193,6 +207,7 @@ def event_fields(event: Mapping[str, Any], record: Mapping[str, Any], matched: s
         "thread_id": _post_uri(root.get("uri")) or mention_id,
         "parent_id": _post_uri(parent.get("uri")),
         "query": matched,
+        "links": _post_links(record),
     }
     return Candidate(ref, fields)
 

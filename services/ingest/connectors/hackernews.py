@@ -23,7 +23,7 @@ from schemas.models import MAX_TEXT_CHARS
 from services.ingest.connectors.base import Batch, Candidate, ContentRefused, SourceOptions, derived_id
 from services.ingest.connectors.checkpoints import Cursor
 from services.ingest.connectors.fetch import SafeFetcher
-from services.ingest.connectors.text import clip, strip_html
+from services.ingest.connectors.text import clean_links, clip, links_in_html, strip_html
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ def hit_fields(hit: Mapping[str, Any], query: str, now: datetime) -> Candidate:
         "parent_id": f"hackernews:{parent_id}" if parent_id is not None else None,
         "engagement": {"likes": hit.get("points") or 0, "comments": hit.get("num_comments") or 0},
         "query": query,
+        # A story links to its URL; a comment's links are the anchors of its HTML.
+        "links": links_in_html(hit.get("comment_text")) if is_comment else clean_links([hit.get("url")]),
     }
     return Candidate(ref, fields)
 

@@ -34,7 +34,7 @@ from services.ingest.connectors.base import Batch, Candidate, ContentRefused, So
 from services.ingest.connectors.checkpoints import Cursor
 from services.ingest.connectors.fetch import FetchConnectError, FetchError, SafeFetcher
 from services.ingest.connectors.streams import GuardedHTTP, ServerSentEvent, json_body
-from services.ingest.connectors.text import clip, strip_html
+from services.ingest.connectors.text import clean_links, clip, links_in_html, strip_html
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,13 @@ class MastodonOptions(SourceOptions):
 
 def status_key(status_id: str) -> int:
     return int(status_id)
+
+
+def _status_links(status: dict[str, Any]) -> list[str]:
+    """The pages a status links to: its content's anchors (not @mentions or #hashtags) and its preview card."""
+    content = status.get("content") if isinstance(status.get("content"), str) else ""
+    card = status.get("card") if isinstance(status.get("card"), dict) else {}
+    return clean_links([*links_in_html(content), card.get("url")])
 
 
 def status_fields(status: Any, host: str, query: str, now: datetime) -> Candidate:
@@ -129,6 +136,7 @@ def status_fields(status: Any, host: str, query: str, now: datetime) -> Candidat
             "comments": status.get("replies_count") or 0,
         },
         "query": query,
+        "links": _status_links(status),
     }
     return Candidate(ref, fields)
 

@@ -33,7 +33,7 @@ from services.ingest.connectors.base import Batch, Candidate, ContentRefused, So
 from services.ingest.connectors.checkpoints import Cursor
 from services.ingest.connectors.fetch import FetchedResponse, HTTPStatusError, RateLimited, SafeFetcher
 from services.ingest.connectors.streams import GuardedHTTP, json_body
-from services.ingest.connectors.text import clip
+from services.ingest.connectors.text import clean_links, clip
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,8 @@ def thing_fields(child: Any, query: str, now: datetime) -> tuple[Candidate, int 
             "comments": _count(data.get("num_comments")) if post else 0,
         },
         "query": query,
+        # A link post points to its `url`; a self post's `url` is its own permalink.
+        "links": clean_links([data.get("url")]) if post and data.get("is_self") is False else [],
     }
     return Candidate(ref, fields), int(created)
 

@@ -26,7 +26,7 @@ from schemas.models import MAX_TEXT_CHARS
 from services.ingest.connectors.base import Batch, Candidate, ContentRefused, SourceOptions, derived_id, sha1
 from services.ingest.connectors.checkpoints import Cursor
 from services.ingest.connectors.fetch import SafeFetcher
-from services.ingest.connectors.text import clip, site_of, strip_html
+from services.ingest.connectors.text import clean_links, clip, links_in_html, site_of, strip_html
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,18 @@ def _content(entry: Mapping[str, Any]) -> str:
     return best if len(strip_html(best)) >= len(strip_html(summary)) else summary
 
 
+def _entry_links(entry: Mapping[str, Any], own_url: str | None) -> list[str]:
+    """The pages an entry links to: the anchors of its content and summary, and its `links` other than itself."""
+    markup = [c.get("value") or "" for c in entry.get("content") or []] + [entry.get("summary") or ""]
+    anchors = [url for part in markup for url in links_in_html(part)]
+    related = [
+        link.get("href")
+        for link in entry.get("links") or []
+        if isinstance(link, Mapping) and link.get("rel") in ("related", "via")
+    ]
+    return [url for url in clean_links([*anchors, *related]) if url != own_url]
+
+
 def _lang(value: Any) -> str | None:
     match = _LANG.match(value) if isinstance(value, str) else None
     return match.group(1).lower() if match else None
@@ -176,6 +188,7 @@ def entry_fields(entry: Mapping[str, Any], feed_url: str, feed_lang: str | None,
         "title": title,
         "text": text,
         "lang": _lang(entry.get("language")) or feed_lang,
+        "links": _entry_links(entry, url),
     }
     return Candidate(ref, fields)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -74,3 +75,47 @@ def clip(text: str | None, limit: int) -> str | None:
     if space > limit * 0.8:
         cut = cut[:space]
     return cut.rstrip() + "…"
+
+
+MAX_LINKS = 256
+MAX_LINK_CHARS = 2048
+# Anchors that are not links to a web page: Mastodon marks @mentions and #hashtags with these classes.
+_NOT_PAGE_CLASSES = frozenset({"mention", "hashtag", "u-url"})
+
+
+class _LinkExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "a":
+            return
+        values = dict(attrs)
+        classes = set((values.get("class") or "").split())
+        if classes & _NOT_PAGE_CLASSES or "tag" in (values.get("rel") or "").split():
+            return
+        href = values.get("href")
+        if href:
+            self.links.append(href.strip())
+
+
+def clean_links(urls: Iterable[object]) -> list[str]:
+    """The http(s) URLs among `urls`, each once, in order; at most MAX_LINKS of at most MAX_LINK_CHARS."""
+    kept: dict[str, None] = {}
+    for url in urls:
+        if isinstance(url, str) and url.startswith(("http://", "https://")) and len(url) <= MAX_LINK_CHARS:
+            kept.setdefault(url, None)
+            if len(kept) >= MAX_LINKS:
+                break
+    return list(kept)
+
+
+def links_in_html(markup: str | None) -> list[str]:
+    """The page links (`<a href>`) of an HTML fragment, @mention and #hashtag anchors left out."""
+    if not markup or "<a" not in markup.lower():
+        return []
+    parser = _LinkExtractor()
+    parser.feed(markup)
+    parser.close()
+    return clean_links(parser.links)
