@@ -331,7 +331,11 @@ class ScoringService(Service):
             self._open.pop(tp.partition, None)
             producer = self._producers.pop(tp.partition, None)
             if producer is not None:
-                await producer.stop()
+                try:  # a producer whose brokers went away may wait long on its last batches
+                    async with asyncio.timeout(self._transaction_bound):
+                        await producer.stop()
+                except (KafkaError, TimeoutError, AssertionError) as exc:
+                    logger.warning("stage 1: producer of partition %d did not stop cleanly (%r)", tp.partition, exc)
             self._seen.pop(tp.partition, None)
 
     async def _load_seen(self, partitions: list[int]) -> dict[int, set[str]]:
@@ -468,12 +472,13 @@ class ScoringService(Service):
                 self._add_outputs(outbox, result)
                 result.scored = []  # sent: not kept until the commit
             batch.unsent.clear()
-            batch.acks.extend(await outbox.send())
+            async with asyncio.timeout(self._transaction_bound):  # send_batch waits for buffer space
+                batch.acks.extend(await outbox.send())
         except ProducerFenced:
             await self._fenced(tp)
             return False
-        except KafkaError as exc:
-            await self._abandon(consumer, tp, batch, exc)
+        except (KafkaError, TimeoutError, AssertionError) as exc:
+            await self._failed(consumer, tp, batch, exc)
             return False
         return True
 
@@ -508,10 +513,14 @@ class ScoringService(Service):
             self._add_closing_outputs(outbox, result, batch.ids, partition)
             closing = await outbox.send()
             if self.transactional:
-                # The batches are queued in the transaction; commit_transaction waits for them all.
+                # The batches are queued in the transaction; commit_transaction waits for them all. aiokafka
+                # waits for that without a bound (the Java client got one in KAFKA-7763): a producer whose
+                # sender died, or a coordinator that moved while it was down, would hold the partition (and,
+                # through the lock, the rebalance) for good. Past the transaction timeout the broker aborts it.
                 producer = self._producers[partition]
-                await producer.send_offsets_to_transaction({tp: batch.next_offset}, self.group_id)
-                await producer.commit_transaction()
+                async with asyncio.timeout(self._transaction_bound):
+                    await producer.send_offsets_to_transaction({tp: batch.next_offset}, self.group_id)
+                    await producer.commit_transaction()
             else:
                 await _all_acknowledged(batch.acks + closing)  # every output stored before the offsets move
                 # Counted now, whatever happens to the offset commit: if it fails, these come again as duplicates.
@@ -520,8 +529,8 @@ class ScoringService(Service):
         except ProducerFenced:
             await self._fenced(tp)
             return False
-        except KafkaError as exc:
-            await self._abandon(consumer, tp, batch, exc)
+        except (KafkaError, TimeoutError, AssertionError) as exc:
+            await self._failed(consumer, tp, batch, exc)
             return False
         self._remember(partition, batch.ids)
         self._record_metrics(result, batch.records)
@@ -531,6 +540,40 @@ class ScoringService(Service):
         seen = self._seen.get(partition)
         if seen is not None:
             seen.update(ids)
+
+    @property
+    def _transaction_bound(self) -> float:
+        """How long a transactional step may take: by then the broker has aborted the transaction anyway."""
+        return self.settings.analyzer_transaction_timeout
+
+    def _unusable(self, partition: int) -> bool:
+        """The partition's producer can't run another transaction: aiokafka's sender routine died (it does on
+        an unexpected error, e.g. a coordinator lookup on a connection reset by a killed broker) and left the
+        transaction manager in FATAL_ERROR, where every begin_transaction fails an assertion."""
+        producer = self._producers.get(partition)
+        if producer is None:
+            return False
+        txn = producer._txn_manager
+        sender_task = getattr(producer._sender, "_sender_task", None)
+        return (txn is not None and txn.is_fatal_error()) or (sender_task is not None and sender_task.done())
+
+    async def _failed(self, consumer: AIOKafkaConsumer, tp: TopicPartition, batch: _OpenBatch, exc: Exception) -> None:
+        """A batch failed. If the producer can go on (an error the transaction can be aborted after), abort and read
+        the batch again. If not — a step that outlived the transaction timeout (its outcome unknown: the commit may
+        have landed), a dead sender, a broken state machine — only a new producer for the transactional id can
+        say how the transaction ended (starting it completes or aborts it on the coordinator): go the way of a
+        fenced producer, which rebuilds the partition from what Kafka committed (offset and ids)."""
+        if self.transactional and (not isinstance(exc, KafkaError) or self._unusable(tp.partition)):
+            logger.warning(
+                "stage 1: the producer of partition %d is unusable after %r; starting a new one", tp.partition, exc
+            )
+            for ack in batch.acks:
+                ack.add_done_callback(_ignore_outcome)
+            if self._open.get(tp.partition) is batch:
+                del self._open[tp.partition]
+            await self._fenced(tp)
+            return
+        await self._abandon(consumer, tp, batch, exc)
 
     async def _fenced(self, tp: TopicPartition) -> None:
         """The partition's producer was fenced: another worker took the partition over, or the broker aborted a
@@ -556,8 +599,13 @@ class ScoringService(Service):
         producer = self._producers.get(tp.partition)
         txn = producer._txn_manager if producer is not None else None
         if txn is not None and txn.is_in_transaction():
-            with contextlib.suppress(KafkaError):
-                await producer.abort_transaction()  # type: ignore[union-attr]
+            try:
+                async with asyncio.timeout(self._transaction_bound):  # unbounded in aiokafka too
+                    await producer.abort_transaction()  # type: ignore[union-attr]
+            except (KafkaError, TimeoutError, AssertionError) as abort_exc:
+                logger.warning("stage 1: abort on partition %d failed (%r)", tp.partition, abort_exc)
+                await self._fenced(tp)  # a new producer aborts it for us
+                return
         if tp in consumer.assignment():
             consumer.seek(tp, first_offset)
         await asyncio.sleep(1.0)
