@@ -64,6 +64,8 @@ from services.api.consumer import (
     ViewConsumer,
     ensure_own_topics,
 )
+from services.api.content import router as content_router
+from services.api.content_views import TOPIC_CONTENT_ITEMS, ContentViews
 from services.api.csvexport import ALERT_COLUMNS, alert_row, csv_response, with_csv
 from services.api.fanout import AlertFanout
 from services.api.gcpolicy import FreezeSurvivors, GcPauses
@@ -452,6 +454,14 @@ def create_app(
     deliveries = DeliveryLog(settings.deliveries_kept)
     fanout = AlertFanout(settings.sse_queue_size, on_change=metrics.sse_clients.set, on_drop=metrics.sse_dropped.inc)
     insights = optional_insights(config, clock)
+    content = ContentViews(configured_brands=list(config.brands), clock=clock)
+    content_sink = RecordSink(
+        name="content",
+        topics=frozenset({TOPIC_CONTENT_ITEMS}),
+        apply=content.apply_record,
+        evict=content.evict,
+        sizes=content.sizes,
+    )
     freezer = FreezeSurvivors() if settings.api_gc_freeze else None
     consumer = ViewConsumer(
         settings,
@@ -460,7 +470,7 @@ def create_app(
         fanout,
         clock=clock,
         deliveries=deliveries,
-        sinks=[insights.sink] if insights is not None else [],
+        sinks=[content_sink, *([insights.sink] if insights is not None else [])],
         on_settled=freezer,
         warm_start=WarmStart.for_views(settings, views),
     )
@@ -791,6 +801,10 @@ def create_app(
     if insights is not None:
         app.state.insights = insights.views
         app.include_router(insights.router, dependencies=[Depends(current_principal)], responses=errors())
+
+    # -- the brand's own posts (content.py), behind the same keys --------------------------------------------
+    app.state.content = content
+    app.include_router(content_router, dependencies=[Depends(current_principal)], responses=errors())
 
     # -- history reports (history_report.py): the brand's competitors are its share-of-voice group ----------
     app.state.competitors = {name: list(brand.competitors) for name, brand in config.brands.items()}

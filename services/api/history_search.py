@@ -205,6 +205,8 @@ def time_windows(search: SearchFilter, after: Position | None, now: datetime) ->
     windows: list[Window] = []
     end: datetime | None = None
     for back in WINDOW_SPANS:
+        if top - datetime.min.replace(tzinfo=UTC) <= back:
+            break  # no window starts before year 1; the last one, open below, covers the rest
         start = top - back
         if search.since is not None and start <= search.since:
             break

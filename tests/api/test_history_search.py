@@ -427,6 +427,16 @@ async def test_bad_input_is_a_422_naming_the_parameter(loaded: tuple[str, list[S
         for q in ('"', "(", "!!!", "a & b | !c", "-", "<->", "'", "\\"):
             answer = await http.get("/v1/brands/acme/mentions/search", params={"q": q})
             assert answer.status_code == 200, (q, answer.text)
+        # The far ends of time are valid bounds and positions.
+        for params in (
+            {"until": "0001-01-10T00:00:00Z"},
+            {"since": "0001-01-01T00:00:00+14:00", "until": "9999-12-31T23:59:59-14:00"},
+            {"cursor": history_search.encode_cursor(datetime(1, 1, 2, tzinfo=UTC), "x"), "q": "phone"},
+            {"cursor": history_search.encode_cursor(datetime(9999, 12, 31, tzinfo=UTC), "x")},
+        ):
+            for fmt in BOTH:
+                answer = await http.get("/v1/brands/acme/mentions/search", params={**params, "format": fmt})
+                assert answer.status_code == 200, (params, answer.text)
         # A JSON page of 201 is refused; an export of 201 rows is not.
         answer = await http.get("/v1/brands/acme/mentions/search", params={"format": "csv", "limit": 201})
         assert len(read_csv(answer)) == 201
@@ -487,3 +497,6 @@ def test_time_windows_cover_the_range_once() -> None:
     recent = SearchFilter(brand="acme", since=now - 45 * day)
     assert history_search.time_windows(recent, None, now) == [(now - 30 * day, None), (None, now - 30 * day)]
     assert history_search.time_windows(SearchFilter(brand="acme", since=now - day), None, now) == [(None, None)]
+    # Near the first instant a datetime can hold, no window starts before it.
+    first = datetime(1, 1, 20, tzinfo=UTC)
+    assert history_search.time_windows(SearchFilter(brand="acme", until=first), None, now) == [(None, None)]
