@@ -32,6 +32,7 @@ from services.ingest.connectors.mastodon import MastodonConnector, MastodonOptio
 from services.ingest.connectors.owned import OwnedConnector, owned_connectors
 from services.ingest.connectors.reddit import RedditConnector, RedditOptions, listing_children, thing_fields
 from services.ingest.connectors.rss import RssConnector, RssOptions, check_xml, entry_fields, parse_feed
+from services.ingest.connectors.webanalytics import MatomoConnector, PlausibleConnector
 
 # Builds a connector from its `sources:` entry and the whole config (Bluesky filters by the brands' terms);
 # raises pydantic.ValidationError on bad options.
@@ -53,6 +54,8 @@ CONNECTORS: dict[str, ConnectorFactory] = {
     "mastodon": MastodonConnector.from_config,
     "bluesky": BlueskyConnector.from_config,
     "accounts": AccountsConnector.from_config,
+    "matomo": MatomoConnector.from_config,
+    "plausible": PlausibleConnector.from_config,
 }
 
 __all__ = [

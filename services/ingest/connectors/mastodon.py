@@ -84,8 +84,8 @@ def status_key(status_id: str) -> int:
 def _status_links(status: dict[str, Any]) -> list[str]:
     """The pages a status links to: its content's anchors (not @mentions or #hashtags) and its preview card."""
     content = status.get("content") if isinstance(status.get("content"), str) else ""
-    card = status.get("card") if isinstance(status.get("card"), dict) else {}
-    return clean_links([*links_in_html(content), card.get("url")])
+    card = status.get("card")
+    return clean_links([*links_in_html(content), card.get("url") if isinstance(card, dict) else None])
 
 
 def status_fields(status: Any, host: str, query: str, now: datetime) -> Candidate:
