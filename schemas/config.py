@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     HttpUrl,
+    SecretStr,
     StrictStr,
     ValidationError,
     ValidationInfo,
@@ -100,11 +101,56 @@ class OwnedChannels(_Section):
         return self
 
 
+class MastodonAccount(_Section):
+    """The brand's Mastodon account to reply and follow with: its instance and an access token
+    (scopes `write:statuses write:follows read:search read:accounts`)."""
+
+    instance: StrictStr
+    token: SecretStr
+
+    @field_validator("instance")
+    @classmethod
+    def _instance_url(cls, value: str) -> str:
+        return _plain_http_url(value)
+
+
+class BlueskyAccount(_Section):
+    """The brand's Bluesky account: its handle (or DID), an app password, and its PDS (`service`)."""
+
+    handle: StrictStr = Field(min_length=3, max_length=2048)
+    app_password: SecretStr
+    service: StrictStr = "https://bsky.social"
+
+    @field_validator("service")
+    @classmethod
+    def _service_url(cls, value: str) -> str:
+        return _plain_http_url(value)
+
+
+class BrandAccounts(_Section):
+    """`brands.<name>.accounts:` the accounts the inbox replies and follows with (secrets: keep the file private)."""
+
+    mastodon: MastodonAccount | None = None
+    bluesky: BlueskyAccount | None = None
+
+
+def _plain_http_url(value: str) -> str:
+    try:
+        parsed = httpx.URL(value)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError("give an http(s) URL with a host, e.g. https://mastodon.social")
+    if parsed.userinfo:
+        raise ValueError("credentials in the URL are refused (use token / app_password)")
+    return value.rstrip("/")
+
+
 class BrandConfig(_Section):
     query: str | list[str]
     competitors: list[str] = Field(default_factory=list)
     alerts: AlertsConfig | None = None  # overrides of the global `alerts:` for this brand
-    owned: OwnedChannels | None = None  # the brand's own channels, tracked as content items
+    accounts: BrandAccounts | None = None  # credentials to reply and follow from the inbox (never logged)
     # Sites the brand owns: links to them (or their subdomains) in mentions count as inbound links.
     owned_domains: list[StrictStr] = Field(default_factory=list)
 
@@ -119,6 +165,8 @@ class BrandConfig(_Section):
                 raise ValueError(f"{entry!r} is not a domain name (e.g. acme.com or blog.acme.com)")
             domains.append(domain)
         return list(dict.fromkeys(domains))
+
+    owned: OwnedChannels | None = None  # the brand's own channels, tracked as content items
 
     @field_validator("query")
     @classmethod
@@ -230,7 +278,7 @@ class FetchConfig(_Section):
 
 class ApiKey(_Section):
     key: str
-    role: Literal["admin", "read"] = "read"
+    role: Literal["admin", "responder", "read"] = "read"
     brands: list[str] = Field(default_factory=lambda: ["*"])
 
 

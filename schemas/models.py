@@ -59,6 +59,20 @@ class Engagement(_Message):
     views: Count = 0
 
 
+class PostRef(_Message):
+    """A post on its platform by reference (AT Protocol's strong ref: its at:// URI and the CID of its record)."""
+
+    uri: ShortStr
+    cid: ShortStr
+
+
+class ReplyRef(_Message):
+    """What a reply to this mention points at on its platform: the thread's first post and this one."""
+
+    root: PostRef
+    parent: PostRef
+
+
 class Mention(_Message):
     """mention/1: one piece of conversation found on a source."""
 
@@ -77,6 +91,9 @@ class Mention(_Message):
     parent_id: ShortStr | None = None
     engagement: Engagement = Field(default_factory=Engagement)
     query: ShortStr | None = None
+    reply_ref: ReplyRef | None = Field(
+        None, description="Bluesky: the root and parent refs a reply to this post carries (its own uri and cid)"
+    )
     links: list[ShortStr] = Field(
         default_factory=list,
         max_length=MAX_LINKS,
@@ -322,6 +339,37 @@ class MentionHandled(_Action):
     published_at: UtcDatetime | None = Field(None, description="the mention's, for the response-time KPI")
 
 
+OutreachKind = Literal["reply", "follow"]
+OutreachState = Literal["pending", "sent"]
+
+
+class Outreach(_Action):
+    """outreach/1: a reply posted to a mention, or an author followed, from the inbox with the brand's account
+    (alerts.actions, key `reply:<brand>:<request id>` or `follow:<brand>:<request id>`).
+
+    `pending` is written before the platform is called (with what a retry must send again: Bluesky's record key
+    and createdAt), `sent` once the platform took it (with the platform's id and URL of the post or follow)."""
+
+    schema_: Literal["outreach/1"] = Field("outreach/1", alias="schema")
+    kind: OutreachKind
+    state: OutreachState
+    request_id: StrictStr
+    brand: StrictStr
+    platform: Literal["mastodon", "bluesky"]
+    by: Who | None = None
+    key_id: StrictStr | None = Field(None, description="the API key that sent it (a fingerprint, never the key)")
+    at: UtcDatetime = Field(default_factory=utc_now)
+    digest: StrictStr = Field(description="SHA-256 of the request (a reused request id with another body is refused)")
+    mention_id: StrictStr | None = None
+    author: StrictStr | None = Field(None, description="reply: the author answered; follow: the author followed")
+    text: Annotated[StrictStr, Field(max_length=5000)] | None = None
+    rkey: StrictStr | None = Field(None, description="Bluesky: the record key, the same on every retry")
+    created_at: UtcDatetime | None = Field(None, description="Bluesky: the record's createdAt, the same on every retry")
+    post_id: StrictStr | None = Field(None, description="the platform's id: Mastodon status/account id, at:// URI")
+    cid: StrictStr | None = None
+    url: StrictStr | None = None
+
+
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 WebhookFormat = Literal["json", "slack"]
 
@@ -361,5 +409,6 @@ MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "alert-ack.v1": AlertAck,
     "mention-handled.v1": MentionHandled,
     "webhook-delivery.v1": WebhookDelivery,
+    "outreach.v1": Outreach,
     "content-item.v1": ContentItem,
 }

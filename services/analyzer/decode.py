@@ -39,6 +39,16 @@ class _Engagement(msgspec.Struct):
     views: _Count = 0
 
 
+class _PostRef(msgspec.Struct):
+    uri: _Short
+    cid: _Short
+
+
+class _ReplyRef(msgspec.Struct):
+    root: _PostRef
+    parent: _PostRef
+
+
 class _Mention(msgspec.Struct):
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
     text: Annotated[str, msgspec.Meta(max_length=100_000)]
@@ -55,6 +65,7 @@ class _Mention(msgspec.Struct):
     parent_id: _Short | None = None
     engagement: _Engagement = msgspec.field(default_factory=_Engagement)
     query: _Short | None = None
+    reply_ref: _ReplyRef | None = None
     links: Annotated[list[_Short], msgspec.Meta(max_length=MAX_LINKS)] = msgspec.field(default_factory=list)
 
 
@@ -102,5 +113,11 @@ def decode_mention(raw: bytes) -> dict[str, Any]:
             "views": engagement.views,
         },
         "query": mention.query,
+        "reply_ref": None
+        if (ref := mention.reply_ref) is None
+        else {
+            "root": {"uri": ref.root.uri, "cid": ref.root.cid},
+            "parent": {"uri": ref.parent.uri, "cid": ref.parent.cid},
+        },
         "links": mention.links,
     }

@@ -1,6 +1,7 @@
 """What community managers do with alerts and mentions (acks, handled marks), kept on a compacted topic.
 
-Every action is a record on `<prefix>alerts.actions`, keyed `alert:<id>` or `mention:<brand>:<id>`, written
+Every action is a record on `<prefix>alerts.actions`, keyed `alert:<id>` or `mention:<brand>:<id>` (and
+`reply:<brand>:<request id>` / `follow:<brand>:<request id>` for what the inbox posted, engage.py), written
 with acks=all and applied to the views when read back, so every replica (and a restarted one) agrees.
 Pure: the key rules (the models, alert-ack/1 and mention-handled/1, are in `schemas`); the writer lives with
 the other Kafka adapters in `consumer.py`.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas import AlertAck, MentionHandled, dump, load
+from schemas.models import Outreach
 
 # The action models live in schemas; they are re-exported here with the key rules that go with them.
 __all__ = [
@@ -20,10 +22,13 @@ __all__ = [
     "HandledRemoved",
     "MalformedAction",
     "MentionHandled",
+    "Outreach",
+    "OutreachRemoved",
     "ack_key",
     "action_key",
     "encode_action",
     "handled_key",
+    "outreach_key",
     "parse_action",
 ]
 
@@ -43,7 +48,14 @@ class HandledRemoved:
     mention_id: str
 
 
-Action = AlertAck | MentionHandled | AckRemoved | HandledRemoved
+@dataclass(frozen=True)
+class OutreachRemoved:
+    """A tombstone for `reply:<brand>:<request id>` or `follow:<brand>:<request id>`."""
+
+    key: str
+
+
+Action = AlertAck | MentionHandled | AckRemoved | HandledRemoved | Outreach | OutreachRemoved
 
 
 class MalformedAction(ValueError):
@@ -58,13 +70,19 @@ def handled_key(brand: str, mention_id: str) -> bytes:
     return f"mention:{brand}:{mention_id}".encode()
 
 
-def action_key(action: AlertAck | MentionHandled) -> bytes:
+def outreach_key(kind: str, brand: str, request_id: str) -> bytes:
+    return f"{kind}:{brand}:{request_id}".encode()
+
+
+def action_key(action: AlertAck | MentionHandled | Outreach) -> bytes:
     if isinstance(action, AlertAck):
         return ack_key(action.alert_id)
+    if isinstance(action, Outreach):
+        return outreach_key(action.kind, action.brand, action.request_id)
     return handled_key(action.brand, action.mention_id)
 
 
-def encode_action(action: AlertAck | MentionHandled) -> bytes:
+def encode_action(action: AlertAck | MentionHandled | Outreach) -> bytes:
     return dump(action)
 
 
@@ -88,4 +106,13 @@ def parse_action(key: bytes | None, value: bytes | None) -> Action:
             if (handled.brand, handled.mention_id) != (brand, mention_id):
                 raise MalformedAction(f"key {text!r} names another mention than the value")
             return handled
-    raise MalformedAction(f"key {text!r} is neither alert:<id> nor mention:<brand>:<id>")
+    if kind in ("reply", "follow"):
+        brand, sep, request_id = rest.partition(":")
+        if sep and brand and request_id:
+            if value is None:
+                return OutreachRemoved(text)
+            outreach = load(Outreach, value)
+            if (outreach.kind, outreach.brand, outreach.request_id) != (kind, brand, request_id):
+                raise MalformedAction(f"key {text!r} names another request than the value")
+            return outreach
+    raise MalformedAction(f"key {text!r} is neither alert:<id>, mention:<brand>:<id> nor reply|follow:<brand>:<id>")

@@ -67,6 +67,8 @@ from services.api.consumer import (
 from services.api.content import router as content_router
 from services.api.content_views import TOPIC_CONTENT_ITEMS, ContentViews
 from services.api.csvexport import ALERT_COLUMNS, alert_row, csv_response, with_csv
+from services.api.engage import Engagement
+from services.api.engage import router as engage_router
 from services.api.fanout import AlertFanout
 from services.api.gcpolicy import FreezeSurvivors, GcPauses
 from services.api.history import History
@@ -475,6 +477,8 @@ def create_app(
         warm_start=WarmStart.for_views(settings, views),
     )
     writer = ActionWriter(settings)
+    engagement = Engagement(config, allow_networks, settings.engage_timeout_seconds, clock)
+    consumer.sinks.append(engagement.sink)  # replies and follows live on alerts.actions, which it reads anyway
     history = History(settings.database_url)
     dispatcher: WebhookDispatcher | None = None
     if hooks:
@@ -535,6 +539,7 @@ def create_app(
                 await dispatcher.stop()
             await consumer.stop()
             await writer.stop()
+            await engagement.aclose()
             await history.close()
             gc_pauses.remove()
             if freezer is not None:
@@ -562,6 +567,7 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.state.clock = clock
     app.state.history = history
+    app.state.engagement = engagement
 
     v1 = APIRouter(prefix="/v1")
 
@@ -812,6 +818,9 @@ def create_app(
 
     # -- history search (history_search.py) behind the same keys --------------------------------------------
     app.include_router(history_search_router, dependencies=[Depends(current_principal)], responses=errors())
+
+    # -- replies and follows with the brands' accounts (engage.py; its POST routes need the responder role) ----
+    app.include_router(engage_router, dependencies=[Depends(current_principal)], responses=errors())
 
     # -- operations (open) -----------------------------------------------------------------------
 

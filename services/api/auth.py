@@ -1,7 +1,9 @@
 """Who may call the API: API keys from the config (role and brands), a rate limit per key, FastAPI dependencies.
 
 `KeyRing` and `RateLimiter` are plain classes (no FastAPI), tested alone; `current_principal`,
-`stream_principal` and `require_admin` are the dependencies the routes use. With no key configured the API
+`stream_principal`, `require_admin` and `require_responder` are the dependencies the routes use. Roles: `read`
+(every GET, acks and handled marks), `responder` (also replies and follows with the brands' accounts), `admin`
+(everything, webhook deliveries included). With no key configured the API
 is open (development mode) and every caller is an admin of every brand.
 """
 
@@ -36,6 +38,11 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def can_respond(self) -> bool:
+        """May reply to mentions and follow authors with the brand's accounts (roles responder and admin)."""
+        return self.role in ("admin", "responder")
 
     def can_see(self, brand: str) -> bool:
         return self.brands is None or brand in self.brands
@@ -226,6 +233,13 @@ async def require_admin(principal: Annotated[Principal, Depends(current_principa
     """The caller, if its key has the admin role; 403 otherwise."""
     if not principal.is_admin:
         raise HTTPException(status_code=403, detail="this endpoint needs an API key with the admin role")
+    return principal
+
+
+async def require_responder(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    """The caller, if its key may post with the brand's accounts (role responder or admin); 403 otherwise."""
+    if not principal.can_respond:
+        raise HTTPException(status_code=403, detail="this endpoint needs an API key with the responder or admin role")
     return principal
 
 

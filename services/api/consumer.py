@@ -40,6 +40,7 @@ from schemas import (
     load,
     utc_now,
 )
+from schemas.models import Outreach
 from schemas.producers import start_producer
 from services.api.actions import MalformedAction, action_key, encode_action, parse_action
 from services.api.fanout import AlertFanout
@@ -561,7 +562,7 @@ class ActionWriter:
                 )
             return self._producer
 
-    async def write(self, action: AlertAck | MentionHandled) -> None:
+    async def write(self, action: AlertAck | MentionHandled | Outreach) -> None:
         """Write one action and wait for every in-sync replica; ActionsUnavailable if Kafka does not take it."""
         try:
             async with asyncio.timeout(self.timeout):

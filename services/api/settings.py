@@ -38,6 +38,8 @@ class ApiSettings(CommonSettings):
     api_gc_freeze: bool = True
     # Seconds a write of an ack or handled mark may take before the request answers 503.
     api_write_timeout_seconds: float = Field(10.0, gt=0)
+    # Connect and read timeout of each call to Mastodon or Bluesky when replying or following from the inbox.
+    engage_timeout_seconds: float = Field(15.0, gt=0)
     # Consumer group of the webhook dispatcher (prefixed with topic_prefix): one replica of the group delivers.
     webhook_group: str = "ecoute-api-webhooks"
     # Attempts per delivery before it is marked failed (the first one included).

@@ -21,7 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import Alert, Kpi, ScoredMention, utc_now
 from schemas.models import KpiEngagement, SentimentLabel
-from services.api.actions import AckRemoved, Action, AlertAck, HandledRemoved, MentionHandled
+from services.api.actions import (
+    AckRemoved,
+    Action,
+    AlertAck,
+    HandledRemoved,
+    MentionHandled,
+    Outreach,
+    OutreachRemoved,
+)
 
 RollingWindow = Literal["1m", "5m", "1h", "24h"]
 ROLLING_WINDOWS: tuple[str, ...] = get_args(RollingWindow)
@@ -319,6 +327,8 @@ class Views:
             return self._acks.pop(action.alert_id, None) is not None
         if isinstance(action, HandledRemoved):
             return self._handled.pop((action.brand, action.mention_id), None) is not None
+        if isinstance(action, Outreach | OutreachRemoved):
+            return False  # replies and follows are engage.py's (a sink of the same records)
         raise TypeError(f"not an action: {action!r}")
 
     def apply_alert(self, alert: Alert) -> bool:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas import AccountMetric, Alert, AlertAck, Kpi, MentionHandled, ScoredMention, load
+from schemas.models import Outreach
 
 MENTIONS_SCORED = "mentions.scored"
 KPI_SNAPSHOTS = "kpi.snapshots"
@@ -187,10 +188,14 @@ class Batch:
     def _add_action(self, key: bytes | None, value: bytes | None) -> None:
         text = (key or b"").decode("utf-8", errors="replace")
         kind, _, rest = text.partition(":")
-        if kind not in ("alert", "mention") or not rest:
-            raise BadRecord(f"action key {text!r} is neither alert:<id> nor mention:<brand>:<id>")
+        if kind not in ("alert", "mention", "reply", "follow") or not rest:
+            raise BadRecord(f"action key {text!r} is neither alert:<id>, mention:<brand>:<id> nor reply|follow:<…>")
         if value is None:
             self.actions[text] = None
+            return
+        if kind in ("reply", "follow"):  # outreach/1: a reply or follow from the inbox, pending or sent
+            outreach = load(Outreach, value)
+            self.actions[text] = (outreach.brand, kind, outreach.at, _json_text(value))
             return
         action = load(AlertAck, value) if kind == "alert" else load(MentionHandled, value)
         self.actions[text] = (action.brand, "ack" if kind == "alert" else "handled", action.at, _json_text(value))

@@ -266,6 +266,7 @@ def test_schema_requires_what_the_model_requires() -> None:
             "updated_at",
         ],
         "content-item.v1": ["brand", "platform", "id", "channel", "published_at"],
+        "outreach.v1": ["kind", "state", "request_id", "brand", "platform", "digest"],
     }
     # The smallest message a webhook may post is valid for both the schema and the model.
     minimal = {"id": "webhook:1", "text": "hello"}

@@ -168,6 +168,11 @@ def _post_links(record: Mapping[str, Any]) -> list[str]:
     return clean_links(urls)
 
 
+def _strong_ref(value: Mapping[str, Any]) -> bool:
+    uri, cid = value.get("uri"), value.get("cid")
+    return _post_uri(uri) is not None and isinstance(cid, str) and 0 < len(cid) <= 2048
+
+
 def _searchable(record: Mapping[str, Any]) -> str:
     """The post's text and what it embeds that a reader sees (a link card's title and description)."""
     parts = [record.get("text")]
@@ -194,6 +199,13 @@ def event_fields(event: Mapping[str, Any], record: Mapping[str, Any], matched: s
     reply = _object(record.get("reply"))
     root, parent = _object(reply.get("root")), _object(reply.get("parent"))
     mention_id = f"bluesky:{did}:{rkey}"
+    # A reply to this post names the thread's root and this post by uri and cid (AT Protocol's strong refs).
+    uri, cid = f"at://{did}/{POST}/{rkey}", commit.get("cid")
+    reply_ref = None
+    if isinstance(cid, str) and 0 < len(cid) <= 2048:
+        own = {"uri": uri, "cid": cid}
+        root_ref = root if _strong_ref(root) else own
+        reply_ref = {"root": {"uri": root_ref["uri"], "cid": root_ref["cid"]}, "parent": own}
     fields: dict[str, Any] = {
         "id": mention_id,
         "source": "bluesky",
@@ -207,6 +219,7 @@ def event_fields(event: Mapping[str, Any], record: Mapping[str, Any], matched: s
         "thread_id": _post_uri(root.get("uri")) or mention_id,
         "parent_id": _post_uri(parent.get("uri")),
         "query": matched,
+        "reply_ref": reply_ref,
         "links": _post_links(record),
     }
     return Candidate(ref, fields)
