@@ -151,6 +151,7 @@ class BrandConfig(_Section):
     competitors: list[str] = Field(default_factory=list)
     alerts: AlertsConfig | None = None  # overrides of the global `alerts:` for this brand
     accounts: BrandAccounts | None = None  # credentials to reply and follow from the inbox (never logged)
+    owned: OwnedChannels | None = None  # the brand's own channels, tracked as content items
     # Sites the brand owns: links to them (or their subdomains) in mentions count as inbound links.
     owned_domains: list[StrictStr] = Field(default_factory=list)
 
@@ -165,8 +166,6 @@ class BrandConfig(_Section):
                 raise ValueError(f"{entry!r} is not a domain name (e.g. acme.com or blog.acme.com)")
             domains.append(domain)
         return list(dict.fromkeys(domains))
-
-    owned: OwnedChannels | None = None  # the brand's own channels, tracked as content items
 
     @field_validator("query")
     @classmethod
