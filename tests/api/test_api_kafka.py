@@ -290,8 +290,10 @@ async def test_readiness_waits_for_the_topics_without_creating_them(
             topics.metrics_accounts,
             topics.alerts_actions,
             topics.webhooks_deliveries,
+            topics.content_items,
         }
         assert pipeline[topics.metrics_accounts]["min.compaction.lag.ms"] == str(8 * 24 * 3600 * 1000)
+        assert pipeline[topics.content_items]["min.compaction.lag.ms"] == str(8 * 24 * 3600 * 1000)
         assert pipeline[topics.kpi_snapshots]["min.compaction.lag.ms"] == "0"
         async with producer(bootstrap) as client:
             await send_kpis(client, topics, kpi("acme", floor_minute(utc_now()), mentions=5))
