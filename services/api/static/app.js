@@ -341,6 +341,7 @@
       renderTopics(null);
       renderAuthors(null);
       renderInbox(null);
+      renderLove(null);
       return;
     }
     const path = brandPath(brand);
@@ -356,6 +357,12 @@
     renderTopics(kpis);
     renderAuthors(authors);
     renderInbox(inbox);
+    // Love KPIs are a bonus: the rest of the page shows without them.
+    const love = await api(`${path}/love`).catch((error) => {
+      if (error instanceof AuthError) throw error;
+      return null;
+    });
+    if (brand === state.brand) renderLove(love);
   }
 
   function selectBrand(brand) {
@@ -680,6 +687,77 @@
           ),
         );
       }),
+    );
+  }
+
+  // ------------------------------------------------------------------------------------------ love
+
+  function figures(dl, pairs) {
+    dl.replaceChildren(
+      ...pairs.map(([id, label, value]) => h("div", null, h("dt", { text: label }), h("dd", { id, text: value }))),
+    );
+  }
+
+  const orDash = (x, format = num) => (x === null || x === undefined ? "—" : format(x));
+
+  function renderLove(love) {
+    if (!changed("love", love)) return;
+    $("#love-index").textContent = love && love.love_index !== null ? `${love.love_index}` : "";
+    $("#love-formula").textContent = love ? love.formula : "";
+    const links = love && love.inbound_links;
+    $("#links-domains").textContent = links ? `to ${links.owned_domains.join(", ")}` : "";
+    const sites = $("#links-sites");
+    if (!links) {
+      figures($("#links-figures"), []);
+      sites.replaceChildren(h("li", { class: "empty", text: "No owned domains configured (brands.<name>.owned_domains)." }));
+    } else {
+      figures($("#links-figures"), [
+        ["links-24h", "Links · 24 h", num(links.last_24h.links)],
+        ["links-7d", "Links · 7 days", num(links.last_7d.links)],
+        ["linking-sites-7d", "Linking sites · 7 days", num(links.last_7d.linking_sites)],
+        ["new-sites-7d", "New linking sites · 7 days", num(links.last_7d.new_linking_sites)],
+        ["new-authors-7d", "New linking authors · 7 days", num(links.last_7d.new_authors)],
+      ]);
+      sites.replaceChildren(
+        ...(links.top_sites.length
+          ? links.top_sites.map((site) =>
+              h(
+                "li",
+                { class: "link-site", dataset: { site: site.site } },
+                h("span", { class: "link-site-name", text: site.site }),
+                site.new ? h("span", { class: "badge-new", text: "new" }) : null,
+                h("span", { class: "muted small", text: ` ${num(site.links)} link${site.links === 1 ? "" : "s"}` }),
+              ),
+            )
+          : [h("li", { class: "empty", text: "No inbound link in the last 7 days." })]),
+      );
+    }
+    const web = love && love.web;
+    const rows = $("#web-days");
+    if (!web) {
+      figures($("#web-figures"), []);
+      rows.replaceChildren(h("tr", null, h("td", { colspan: 5, class: "empty", text: "No web analytics source (matomo or plausible)." })));
+      return;
+    }
+    const week = web.last_7d;
+    figures($("#web-figures"), [
+      ["web-visits-7d", "Visits · 7 days", orDash(week.visits)],
+      ["social-visits-7d", "Social visits · 7 days", orDash(week.social_visits)],
+      ["social-per-mention-7d", "Social visits per mention", orDash(week.social_visits_per_mention, (x) => x.toFixed(2))],
+      ["conversion-rate-7d", "Conversion rate", orDash(week.conversion_rate, (x) => `${x.toFixed(1)} %`)],
+    ]);
+    rows.replaceChildren(
+      ...[...web.days].reverse().map((day) =>
+        h(
+          "tr",
+          { dataset: { day: day.date } },
+          h("th", { scope: "row", text: day.date }),
+          h("td", { class: "num", text: num(day.mentions) }),
+          h("td", { class: "num", text: orDash(day.visits) }),
+          h("td", { class: "num social-visits", text: orDash(day.social_visits) }),
+          h("td", { class: "small networks", text: Object.entries(day.social).map(([n, v]) => `${n} ${num(v)}`).join(", ") || "—" }),
+        ),
+      ),
     );
   }
 
