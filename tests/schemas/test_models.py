@@ -290,6 +290,7 @@ def test_every_model_has_a_committed_schema_file_and_nothing_else() -> None:
             "mention-handled.v1",
             "webhook-delivery.v1",
             "content-item.v1",
+            "outreach.v1",
         }
     )
 
