@@ -120,6 +120,10 @@ class _Item:
 
     def add(self, item: ContentItem) -> None:
         reading = _Reading(item.at, item.comments, item.reposts, item.likes, item.followers)
+        if not self.readings or reading.at > self.readings[-1].at:  # the usual case: the next poll's reading
+            self.readings.append(reading)
+            self.latest = item
+            return
         ats = [r.at for r in self.readings]
         index = bisect.bisect_left(ats, reading.at)
         if index < len(self.readings) and self.readings[index].at == reading.at:
@@ -131,6 +135,8 @@ class _Item:
 
     def trim(self, before: datetime) -> int:
         """Drop readings older than `before`, keeping the newest of them (a baseline for the change)."""
+        if len(self.readings) < 2 or self.readings[1].at >= before:
+            return 0
         older = bisect.bisect_left([r.at for r in self.readings], before)
         if older <= 1:
             return 0
