@@ -345,18 +345,23 @@
       return;
     }
     const path = brandPath(brand);
-    const [series, kpis, authors, inbox] = await Promise.all([
+    const [series, kpis, authors, inbox, accounts] = await Promise.all([
       api(`${path}/timeseries?bucket=${range === "1h" ? "1m" : "1h"}`),
       api(`${path}/kpis?window=${range}`),
       api(`${path}/authors?window=${range}&limit=8`),
       api(`${path}/inbox?limit=20`),
+      // The brand's accounts the inbox can reply and follow with (none: no Reply or Follow buttons).
+      api(`${path}/accounts`).catch((error) => {
+        if (error instanceof AuthError) throw error;
+        return null;
+      }),
     ]);
     if (brand !== state.brand || range !== state.range) return; // the user moved on meanwhile
     state.series = series;
     renderCharts(series);
     renderTopics(kpis);
     renderAuthors(authors);
-    renderInbox(inbox);
+    renderInbox(inbox, accounts);
     // Love KPIs are a bonus: the rest of the page shows without them.
     const love = await api(`${path}/love`).catch((error) => {
       if (error instanceof AuthError) throw error;
@@ -763,7 +768,7 @@
 
   // ------------------------------------------------------------------------------------------ inbox
 
-  function renderInbox(inbox) {
+  function renderInbox(inbox, accounts) {
     const list = $("#inbox");
     $("#inbox-count").textContent = inbox ? String(inbox.pending) : "";
     const rt = inbox && inbox.response_time;
@@ -778,14 +783,14 @@
     const existing = new Map([...list.querySelectorAll(".mention")].map((node) => [node.dataset.key, node]));
     const nodes = items.map((m) => {
       const key = `${m.brand}\u0000${m.id}`;
-      const node = existing.get(key) || inboxItem(m, key);
+      const node = existing.get(key) || inboxItem(m, key, accounts);
       node.querySelector(".mention-when").textContent = ago(m.published_at);
       return node;
     });
     placeChildren(list, nodes);
   }
 
-  function inboxItem(m, key) {
+  function inboxItem(m, key, accounts) {
     const author = m.author || {};
     const who = author.handle ? `@${author.handle.replace(/^@/, "")}` : author.name || author.id || "someone";
     const label = m.sentiment ? m.sentiment.label : "unscored";
@@ -807,6 +812,7 @@
       h("p", { class: "mention-text", text: m.text }),
       h("div", { class: "mention-actions" }, safeUrl(m.url) ? link(m.url, "Open the post", { class: "button small ghost" }) : null, button, status),
     );
+    engageControls(m, who, accounts, node);
     button.addEventListener("click", async () => {
       button.disabled = true;
       status.textContent = "Saving…";
@@ -824,6 +830,82 @@
       }
     });
     return node;
+  }
+
+  /** "Reply" (a text box, sent with the brand's account) and "Follow" for a mention of a platform the brand has
+   * an account on, when the key may use it. A reply is sent with a request id kept until the text changes, so
+   * sending again after a failure never posts twice. */
+  function engageControls(m, who, accounts, node) {
+    const platform = m.source;
+    const usable = accounts && accounts.can_respond && (accounts.accounts || []).some((a) => a.platform === platform);
+    if (!usable) return;
+    const actions = node.querySelector(".mention-actions");
+    const status = node.querySelector(".action-status");
+    const replyButton = h("button", { type: "button", class: "button small", text: "Reply", "aria-expanded": "false", "aria-label": `Reply to ${who} on ${platform}` });
+    const text = h("textarea", { class: "reply-text", rows: "3", maxlength: "5000", "aria-label": `Your reply to ${who}` });
+    const send = h("button", { type: "submit", class: "button small", text: "Send reply" });
+    const form = h("form", { class: "reply-form", hidden: true }, text, h("div", { class: "mention-actions" }, send));
+    let sent = { text: null, id: null };
+    replyButton.addEventListener("click", () => {
+      form.hidden = !form.hidden;
+      replyButton.setAttribute("aria-expanded", String(!form.hidden));
+      if (!form.hidden) text.focus();
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const body = text.value;
+      if (!body.trim()) return;
+      if (sent.text !== body) sent = { text: body, id: requestId() };
+      send.disabled = true;
+      status.textContent = "Sending…";
+      try {
+        const answer = await api(`/v1/mentions/${encodeURIComponent(m.id)}/reply`, {
+          method: "POST",
+          body: JSON.stringify({ text: body, brand: m.brand, request_id: sent.id }),
+        });
+        status.replaceChildren(answer.url ? link(answer.url, "Replied: open the reply") : "Replied");
+        form.hidden = true;
+        node.classList.add("done");
+        const count = $("#inbox-count");
+        count.textContent = String(Math.max(0, (Number(count.textContent) || 1) - 1));
+        setTimeout(() => node.remove(), 4000);
+      } catch (error) {
+        if (error instanceof AuthError) return askForKey(`This key was refused: ${error.message}`);
+        status.textContent = `Not sent: ${error.message}`;
+        send.disabled = false;
+      }
+    });
+    const author = m.author || {};
+    const authorId = platform === "mastodon" ? author.handle || author.id : author.id;
+    let followButton = null;
+    if (authorId) {
+      followButton = h("button", { type: "button", class: "button small ghost", text: "Follow", "aria-label": `Follow ${who} on ${platform}` });
+      const followId = requestId();
+      followButton.addEventListener("click", async () => {
+        followButton.disabled = true;
+        status.textContent = "Following…";
+        try {
+          await api(`/v1/authors/${platform}/${encodeURIComponent(authorId)}/follow`, {
+            method: "POST",
+            body: JSON.stringify({ brand: m.brand, request_id: followId }),
+          });
+          followButton.textContent = "Following";
+          status.textContent = `Following ${who}`;
+        } catch (error) {
+          if (error instanceof AuthError) return askForKey(`This key was refused: ${error.message}`);
+          status.textContent = `Not followed: ${error.message}`;
+          followButton.disabled = false;
+        }
+      });
+    }
+    actions.insertBefore(replyButton, status);
+    if (followButton) actions.insertBefore(followButton, status);
+    node.append(form);
+  }
+
+  function requestId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
   }
 
   // ------------------------------------------------------------------------------------------ alerts
