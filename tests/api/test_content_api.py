@@ -4,6 +4,8 @@ recomputed here from the servers' known posts."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -171,6 +173,20 @@ async def test_owned_posts_are_ranked_with_their_changes_and_rates(
         sky = (await http.get("/v1/brands/acme/content", params={"platform": "bluesky"})).json()
         assert [i["platform"] for i in sky["items"]] == ["bluesky", "bluesky"]
         assert [c["channel"] for c in sky["channels"]] == [BLUESKY]
+
+        # The ranking as a spreadsheet: a row per post, in the same order, unknown counts as empty cells.
+        sheet = await http.get(
+            "/v1/brands/acme/content", params={"format": "csv", "sort": "conversation", "limit": 100}
+        )
+        assert sheet.headers["content-type"] == "text/csv; charset=utf-8"
+        assert sheet.headers["content-disposition"] == 'attachment; filename="acme-content.csv"'
+        rows = list(csv.DictReader(io.StringIO(sheet.text)))
+        assert [r["id"] for r in rows] == ranked(lambda p: p[4])
+        by_id = {r["id"]: r for r in rows}
+        assert (by_id[older_key]["comments"], by_id[older_key]["comments_change_24h"]) == ("10", "2")
+        assert by_id[older_key]["conversation_per_1k_followers"] == str(per_1k(10, 2500))
+        assert (by_id[blog[0]]["comments"], by_id[blog[0]]["likes"], by_id[blog[0]]["followers"]) == ("5", "", "")
+        assert by_id[blog[0]]["title"] == "Slashdot style"
 
         # Bad parameters name themselves; unknown or hidden brands are 404; no key is 401.
         for params, field in (
