@@ -15,7 +15,10 @@ Per bucket, and over the period:
     null without competitors or without any mention of the group;
   - the love index (schemas/love.py): audience growth from the first to the last reading in the bucket of each
     audience account metric read twice or more in it, engagement per mention, positive share;
-  - account metrics: the last reading of every (platform, metric) in the bucket.
+  - account metrics: the last reading of every (platform, metric) in the bucket;
+  - web audience (`web`, from the web analytics sources' daily readings of platform `web`): visits and
+    social-referred visits summed over the bucket's days (in all and per network), beside its mentions, and the
+    social visits per mention, which is the love index's social traffic component.
 
 Each query reads its table once for both periods (one grouped query per table, GROUPING SETS for the buckets
 and the totals), whatever the number of buckets.
@@ -171,6 +174,9 @@ class LoveFigures(_Figures):
     audience_growth: float | None = Field(None, description="component: clamp(0.5 + 5 × growth, 0, 1)")
     engagement: float | None = Field(None, description="component: min(1, log10(1 + engagement per mention) / 2)")
     positive_share: float | None = Field(None, description="component: positive / (positive + negative)")
+    social_traffic: float | None = Field(
+        None, description="component: min(1, log10(1 + social visits per mention) / 2); null without web readings"
+    )
     index: float | None = Field(None, description="0–100; null when no component can be computed")
 
 
@@ -179,6 +185,13 @@ class AccountValue(_Figures):
     metric: str
     value: float = Field(description="the last reading in the bucket (or period)")
     at: datetime = Field(description="when it was read")
+
+
+class WebFigures(_Figures):
+    visits: float | None = Field(None, description="visits of the bucket's days, summed")
+    social_visits: float | None = Field(None, description="visits referred by social networks, summed")
+    social: dict[str, float] = Field(default_factory=dict, description="social-referred visits per network")
+    social_visits_per_mention: float | None = Field(None, description="social_visits / mentions")
 
 
 class PeriodFigures(_Figures):
@@ -193,6 +206,7 @@ class PeriodFigures(_Figures):
     share_of_voice: float | None = Field(None, description="mentions / (mentions + competitor_mentions)")
     love: LoveFigures = Field(default_factory=LoveFigures)
     accounts: list[AccountValue] = Field(default_factory=list)
+    web: WebFigures | None = Field(None, description="web audience of the days in the bucket; null without any")
 
 
 class BucketFigures(PeriodFigures):
@@ -260,7 +274,8 @@ SELECT GROUPING(bucket) AS whole, cur, bucket, platform, metric,
        count(*) AS readings,
        (array_agg(value ORDER BY at))[1] AS first_value,
        (array_agg(value ORDER BY at DESC))[1] AS last_value,
-       max(at) AS last_at
+       max(at) AS last_at,
+       sum(value) AS total
 FROM (
     SELECT at >= %(since)s AS cur,
            CASE WHEN at >= %(since)s THEN date_trunc(%(unit)s, at, 'UTC') END AS bucket,
@@ -317,6 +332,7 @@ class AccountReadings:
     first_value: float
     last_value: float
     last_at: datetime
+    total: float | None = None  # the sum of its readings (web analytics readings are one per day)
 
 
 @dataclass
@@ -338,7 +354,14 @@ def figures(counts: MentionCounts, accounts: Sequence[AccountReadings], has_comp
     audience_after = sum(a.last_value for a in grown)
     growth = audience_growth(audience_before, audience_after) if grown else None
     per_mention = engagement / counts.mentions if counts.mentions else None
-    score = love_score(growth, per_mention, counts.positive, counts.negative)
+    web = web_figures(accounts, counts.mentions)
+    score = love_score(
+        growth,
+        per_mention,
+        counts.positive,
+        counts.negative,
+        social_visits_per_mention=web.social_visits_per_mention if web is not None else None,
+    )
     scored_polar = counts.positive + counts.negative
     return {
         "mentions": counts.mentions,
@@ -359,13 +382,41 @@ def figures(counts: MentionCounts, accounts: Sequence[AccountReadings], has_comp
             audience_growth=score.audience_growth,
             engagement=score.engagement,
             positive_share=score.positive_share,
+            social_traffic=score.social_traffic,
             index=score.index,
         ),
         "accounts": [
             AccountValue(platform=a.platform, metric=a.metric, value=a.last_value, at=a.last_at)
             for a in sorted(accounts, key=lambda a: (a.platform, a.metric))
         ],
+        "web": web,
     }
+
+
+WEB_PLATFORM = "web"
+SOCIAL_PREFIX = "social_visits:"
+
+
+def web_figures(accounts: Sequence[AccountReadings], mentions: int) -> WebFigures | None:
+    """Visits and social-referred visits of a bucket from the daily web readings (platform web); None without."""
+    totals = {
+        a.metric: a.total if a.total is not None else a.last_value
+        for a in accounts
+        if a.platform == WEB_PLATFORM
+        and (a.metric in ("visits", "social_visits") or a.metric.startswith(SOCIAL_PREFIX))
+    }
+    if not totals:
+        return None
+    social = {m.removeprefix(SOCIAL_PREFIX): v for m, v in sorted(totals.items()) if m.startswith(SOCIAL_PREFIX)}
+    social_visits = totals.get("social_visits", sum(social.values()) if social else None)
+    return WebFigures(
+        visits=totals.get("visits"),
+        social_visits=social_visits,
+        social=social,
+        social_visits_per_mention=round(social_visits / mentions, 4)
+        if social_visits is not None and mentions
+        else None,
+    )
 
 
 def headline(figures: PeriodFigures, name: str) -> float | None:
@@ -411,11 +462,12 @@ def assemble(
         target = cell_of(whole, cur, bucket)
         if target is not None:
             target.counts = MentionCounts(*counts)
-    for whole, cur, bucket, platform, metric, readings, first_value, last_value, last_at in account_rows:
+    for whole, cur, bucket, platform, metric, readings, first_value, last_value, last_at, *total in account_rows:
         target = cell_of(whole, cur, bucket)
         if target is not None:
+            summed = float(total[0]) if total and total[0] is not None else None
             target.accounts.append(
-                AccountReadings(platform, metric, readings, float(first_value), float(last_value), last_at)
+                AccountReadings(platform, metric, readings, float(first_value), float(last_value), last_at, summed)
             )
 
     has_competitors = bool(competitors)
@@ -514,6 +566,9 @@ BUCKET_COLUMNS = (
     "love_engagement",
     "love_positive_share",
     "love_index",
+    "visits",
+    "social_visits",
+    "social_visits_per_mention",
 )
 
 
@@ -558,6 +613,9 @@ def bucket_rows(report: Report) -> Iterator[list[Any]]:
             b.love.engagement,
             b.love.positive_share,
             b.love.index,
+            b.web.visits if b.web else None,
+            b.web.social_visits if b.web else None,
+            b.web.social_visits_per_mention if b.web else None,
             *(readings.get(key) for key in keys),
         ]
 
@@ -580,6 +638,7 @@ __all__ = [
     "ReportPeriod",
     "ReportRangeError",
     "SentimentSplit",
+    "WebFigures",
     "assemble",
     "brand_report",
     "bucket_after",
@@ -592,4 +651,5 @@ __all__ = [
     "figures",
     "headline",
     "report_period",
+    "web_figures",
 ]

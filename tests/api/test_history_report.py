@@ -209,6 +209,9 @@ def test_csv_has_a_row_per_bucket_equal_to_the_json(stored: Stored) -> None:
             "love_engagement": bucket["love"]["engagement"],
             "love_positive_share": bucket["love"]["positive_share"],
             "love_index": bucket["love"]["index"],
+            "visits": None,  # no web analytics readings in this history
+            "social_visits": None,
+            "social_visits_per_mention": None,
             "mastodon.followers": None,
             "newsletter.subscribers": None,
         }
