@@ -492,3 +492,11 @@ def test_stage2_one_future_dated_mention_does_not_wipe_the_brand() -> None:
     assert feeder.buckets[f"acme|1h|{T0_EPOCH}"]["mentions"] == 5
     assert feeder.state["minutes"][str(T0_EPOCH)] == 5
     assert {s["window"]: s["mentions"] for s in result.snapshots} == {"1m": 5, "1h": 5, "1d": 5}
+
+
+def test_the_links_a_connector_kept_reach_the_scored_records(stage1: Stage1) -> None:
+    links = ["https://acme.com/launch", "https://blog.example.org/review"]
+    result = stage1.process(records(mention("l:1", "acme launched", links=links), mention("l:2", "acme")), never_seen)
+    by_id = {m.id: m for m in scored_records(result)}
+    assert by_id["l:1"].links == links
+    assert by_id["l:2"].links == []
