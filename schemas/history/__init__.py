@@ -30,6 +30,7 @@ PARTITIONED: dict[str, str] = {
     "kpi_snapshots": "start",
     "alerts": "created_at",
     "account_metrics": "at",
+    "content_readings": "at",
 }
 _PARTITION_NAME = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})_(?P<month>\d{2})$")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from schemas import AccountMetric, Alert, AlertAck, Kpi, MentionHandled, ScoredMention, load
+from schemas import AccountMetric, Alert, AlertAck, ContentItem, Kpi, MentionHandled, ScoredMention, load
 from schemas.models import Outreach
 
 MENTIONS_SCORED = "mentions.scored"
@@ -18,8 +18,9 @@ KPI_SNAPSHOTS = "kpi.snapshots"
 ALERTS = "alerts"
 ACTIONS = "alerts.actions"
 METRICS_ACCOUNTS = "metrics.accounts"
+CONTENT_ITEMS = "content.items"
 # The topics the store keeps, by their unprefixed names.
-HISTORY_TOPICS = (MENTIONS_SCORED, KPI_SNAPSHOTS, ALERTS, ACTIONS, METRICS_ACCOUNTS)
+HISTORY_TOPICS = (MENTIONS_SCORED, KPI_SNAPSHOTS, ALERTS, ACTIONS, METRICS_ACCOUNTS, CONTENT_ITEMS)
 
 MENTION_COLUMNS = (
     "brand",
@@ -61,6 +62,20 @@ KPI_COLUMNS = (
     "doc",
 )
 ALERT_COLUMNS = ("id", "brand", "kind", "severity", "created_at", "window_start", "window_end", "message", "doc")
+CONTENT_COLUMNS = (
+    "brand",
+    "platform",
+    "item_id",
+    "at",
+    "channel",
+    "published_at",
+    "url",
+    "comments",
+    "reposts",
+    "likes",
+    "followers",
+    "doc",
+)
 
 
 class BadRecord(ValueError):
@@ -143,6 +158,23 @@ def alert_row(alert: Alert, doc: bytes) -> tuple[Any, ...]:
     )
 
 
+def content_row(item: ContentItem, doc: bytes) -> tuple[Any, ...]:
+    return (
+        item.brand,
+        item.platform,
+        item.id,
+        item.at,
+        _clean(item.channel),
+        item.published_at,
+        _clean(item.url),
+        item.comments,
+        item.reposts,
+        item.likes,
+        item.followers,
+        _json_text(doc),
+    )
+
+
 @dataclass
 class Batch:
     """Rows for one transaction, and the Kafka positions it brings the store to."""
@@ -154,6 +186,8 @@ class Batch:
     # key -> (brand, kind, at, doc), or None for a tombstone
     actions: dict[str, tuple[str, str, datetime, str] | None] = field(default_factory=dict)
     accounts: dict[tuple[str, str, str, datetime], float] = field(default_factory=dict)
+    # (brand, platform, item id, at) -> content_readings row; a reading read twice is kept once.
+    contents: dict[tuple[str, str, str, datetime], tuple[Any, ...]] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     records: int = 0
     skipped: int = 0
@@ -182,6 +216,11 @@ class Batch:
             if value is not None:
                 metric = load(AccountMetric, value)
                 self.accounts[(metric.brand, metric.platform, metric.metric, metric.at)] = float(metric.value)
+        elif topic == CONTENT_ITEMS:
+            # A tombstone retires a post from the live topic; its readings stay in history.
+            if value is not None:
+                item = load(ContentItem, value)
+                self.contents[(item.brand, item.platform, item.id, item.at)] = content_row(item, value)
         else:
             raise BadRecord(f"topic {topic!r} is not kept in history")
 

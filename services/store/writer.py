@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from schemas.history import PARTITIONED, create_partition, existing_partitions, month_start
-from services.store.rows import ALERT_COLUMNS, KPI_COLUMNS, MENTION_COLUMNS, Batch
+from services.store.rows import ALERT_COLUMNS, CONTENT_COLUMNS, KPI_COLUMNS, MENTION_COLUMNS, Batch
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,14 @@ _UPSERT_ACCOUNT = (
     "INSERT INTO account_metrics (brand, platform, metric, at, value) VALUES (%s, %s, %s, %s, %s)"
     " ON CONFLICT (brand, platform, metric, at) DO UPDATE SET value = EXCLUDED.value"
 )
+_UPSERT_CONTENT = sql.SQL(
+    "INSERT INTO content_readings ({cols}) VALUES ({params})"
+    " ON CONFLICT (brand, platform, item_id, at) DO UPDATE SET {sets}"
+).format(
+    cols=sql.SQL(", ").join(sql.Identifier(c) for c in CONTENT_COLUMNS),
+    params=sql.SQL(", ").join(sql.Placeholder() for _ in CONTENT_COLUMNS),
+    sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in CONTENT_COLUMNS[4:]),
+)
 _UPSERT_OFFSET = (
     "INSERT INTO sink_offsets (topic, partition, next_offset) VALUES (%s, %s, %s)"
     " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()"
@@ -81,12 +89,14 @@ async def write_batch(conn: Conn, batch: Batch, cutoff: datetime, partitions: Pa
     """Write `batch` and its offsets in one transaction; returns the rows written per table (mentions: new
     ones only). Rows older than `cutoff` (the retention) are left out."""
     written = {"mentions": 0, "kpi_snapshots": 0, "alerts": 0, "actions": 0, "account_metrics": 0}
+    written["content_readings"] = 0
     try:
         async with conn.transaction():
             await partitions.ensure(conn, "mentions", [row[2] for row in batch.mentions], cutoff)
             await partitions.ensure(conn, "kpi_snapshots", [key[2] for key in batch.kpis], cutoff)
             await partitions.ensure(conn, "alerts", [row[4] for row in batch.alerts], cutoff)
             await partitions.ensure(conn, "account_metrics", [key[3] for key in batch.accounts], cutoff)
+            await partitions.ensure(conn, "content_readings", [key[3] for key in batch.contents], cutoff)
             async with conn.cursor() as cur:
                 if batch.mentions:
                     await cur.execute(_STAGE_MENTIONS)
@@ -114,6 +124,10 @@ async def write_batch(conn: Conn, batch: Batch, cutoff: datetime, partitions: Pa
                 if accounts:
                     await cur.executemany(_UPSERT_ACCOUNT, accounts)
                     written["account_metrics"] = len(accounts)
+                contents = [row for key, row in batch.contents.items() if key[3] >= cutoff]
+                if contents:
+                    await cur.executemany(_UPSERT_CONTENT, contents)
+                    written["content_readings"] = len(contents)
                 if batch.offsets:
                     await cur.executemany(
                         _UPSERT_OFFSET, [(topic, part, offset) for (topic, part), offset in batch.offsets.items()]
