@@ -112,9 +112,13 @@ def servers() -> Iterator[tuple[AnalyticsServer, AnalyticsServer]]:
 
 @pytest.fixture
 def love_stack(
-    bootstrap: str, topic_prefix: str, tmp_path: Path, servers: tuple[AnalyticsServer, AnalyticsServer]
+    bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    servers: tuple[AnalyticsServer, AnalyticsServer],
+    database_url: str,
 ) -> Iterator[Stack]:
-    with running_stack(bootstrap, topic_prefix, tmp_path, config(*servers)) as running:
+    with running_stack(bootstrap, topic_prefix, tmp_path, config(*servers), database_url) as running:
         yield running
 
 
@@ -239,4 +243,32 @@ def test_inbound_links_and_social_visits_counted_exactly_and_shown_on_the_live_p
     assert page.locator("#links-24h").inner_text() == "1"
     page.locator('#social-visits-7d:text-is("12")').wait_for(timeout=10_000)
     assert "bluesky 7, twitter 5" in page.locator(f'#web-days tr[data-day="{TODAY.isoformat()}"]').inner_text()
+
+    # The history report (from the store) has the social-referred visits of each day beside its mentions.
+    since, until = (TODAY - timedelta(days=3)).isoformat(), (TODAY + timedelta(days=1)).isoformat()
+
+    def acme_report() -> dict[str, Any] | None:
+        body: dict[str, Any] = api_get(stack, "/v1/brands/acme/report", since=since, until=until, bucket="day")
+        last = body["buckets"][-1]
+        return body if last["web"] and last["web"]["social_visits"] == 20 and last["mentions"] else None
+
+    report = wait_until(acme_report, timeout=30, what="the store to hold the mentions and web readings")
+    buckets = {b["start"][:10]: b for b in report["buckets"]}
+    for day, social, visits in [(TODAY, 20, 50), (YESTERDAY, 45, 120)]:
+        bucket = buckets[day.isoformat()]
+        assert bucket["mentions"] == mentions_by_day.get(day.isoformat(), 0), day
+        assert (bucket["web"]["social_visits"], bucket["web"]["visits"]) == (social, visits), day
+    assert buckets[YESTERDAY.isoformat()]["web"]["social"] == {"bluesky": 12, "facebook": 3, "mastodon": 30}
+    assert report["totals"]["web"]["social_visits"] == 65
+
+    page.locator('.tile[data-brand="acme"]').click()
+    page.fill("#history-since", since)
+    page.fill("#history-until", TODAY.isoformat())
+    page.select_option("#history-bucket", "day")
+    page.click("#history-form button[type=submit]")
+    today_row = page.locator(f'#history-rows tr[data-start="{TODAY.isoformat()}"]')
+    today_row.locator('td[data-field="social_visits"]:text-is("20")').wait_for(timeout=10_000)
+    assert today_row.locator('td[data-field="mentions"]').inner_text() == str(mentions_by_day[TODAY.isoformat()])
+    yesterday_history = page.locator(f'#history-rows tr[data-start="{YESTERDAY.isoformat()}"]')
+    assert yesterday_history.locator('td[data-field="social_visits"]').inner_text() == "45"
     assert page_errors == [], f"JavaScript errors on the page: {page_errors}"

@@ -1195,7 +1195,7 @@
     const rows = $("#history-rows");
     if (!report) {
       totals.replaceChildren();
-      rows.replaceChildren(h("tr", null, h("td", { colspan: 12, class: "empty", text: "No report." })));
+      rows.replaceChildren(h("tr", null, h("td", { colspan: 13, class: "empty", text: "No report." })));
       $("#history-chart").replaceChildren();
       return;
     }
@@ -1230,6 +1230,7 @@
           cell("unique_authors", b.unique_authors, integer.format(b.unique_authors)),
           cell("share_of_voice", b.share_of_voice, b.share_of_voice === null ? "—" : percent.format(b.share_of_voice)),
           cell("love_index", b.love.index, b.love.index === null ? "—" : decimal.format(b.love.index)),
+          cell("social_visits", b.web && b.web.social_visits, b.web && b.web.social_visits !== null ? integer.format(b.web.social_visits) : "—"),
         ),
       ),
     );
