@@ -102,6 +102,32 @@ class OutreachAnswer(BaseModel):
     response_seconds: float | None = Field(None, description="reply: handled_at - the mention's published_at")
 
 
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class InvalidBody(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(description="what is wrong: a sentence, or the invalid fields")
+
+
+def _errors(**described: str) -> dict[int | str, dict[str, Any]]:
+    """Documented error answers: `e404="…"` → {404: {model, description}}."""
+    return {
+        int(code[1:]): {"model": InvalidBody if code == "e422" else ErrorBody, "description": text}
+        for code, text in described.items()
+    }
+
+
+_SEND_ERRORS = {
+    "e403": "the key's role is neither responder nor admin",
+    "e409": "the request id was used for another request, or the platform reports a conflict",
+    "e422": "invalid body, no account of the brand on that platform, or the platform refused",
+    "e502": "the platform is unreachable or failing: nothing was posted",
+    "e503": "Kafka did not take the record (or the history store is away); retry with the same request id",
+    "e504": "the platform did not answer in time; retry with the same request id",
+}
+
+
 class AccountView(BaseModel):
     platform: Platform
     server: str = Field(description="the Mastodon instance or the Bluesky PDS")
@@ -336,15 +362,7 @@ def _post_parts(mention_id: str) -> tuple[str, str]:
 @router.post(
     "/mentions/{mention_id:path}/reply",
     response_model=OutreachAnswer,
-    responses={
-        403: {"description": "the key's role is neither responder nor admin"},
-        404: {"description": "unknown brand or mention (or one this key may not see)"},
-        409: {"description": "the request id was used for another reply, or the platform reports a conflict"},
-        422: {"description": "invalid body, no account of the brand on that platform, or the platform refused"},
-        502: {"description": "the platform is unreachable or failing: nothing was posted"},
-        503: {"description": "Kafka did not take the record; retry with the same request id"},
-        504: {"description": "the platform did not answer in time; retry with the same request id"},
-    },
+    responses=_errors(e404="unknown brand or mention (or one this key may not see)", **_SEND_ERRORS),
 )
 async def reply_to_mention(
     request: Request,
@@ -444,15 +462,7 @@ async def reply_to_mention(
 @router.post(
     "/authors/{platform}/{author_id:path}/follow",
     response_model=OutreachAnswer,
-    responses={
-        403: {"description": "the key's role is neither responder nor admin"},
-        404: {"description": "unknown brand (or one this key may not see)"},
-        409: {"description": "the request id was used for another follow"},
-        422: {"description": "invalid author or body, no account of the brand there, or the platform refused"},
-        502: {"description": "the platform is unreachable or failing"},
-        503: {"description": "Kafka did not take the record; retry with the same request id"},
-        504: {"description": "the platform did not answer in time; retry with the same request id"},
-    },
+    responses=_errors(e404="unknown brand (or one this key may not see)", **_SEND_ERRORS),
 )
 async def follow_author(
     request: Request,
@@ -533,7 +543,11 @@ async def follow_author(
         return _answer(sent, None, None)
 
 
-@router.get("/brands/{brand}/accounts", response_model=BrandAccountsView, tags=["engage"])
+@router.get(
+    "/brands/{brand}/accounts",
+    response_model=BrandAccountsView,
+    responses=_errors(e404="unknown brand, or one this key may not see"),
+)
 async def brand_accounts(
     request: Request, principal: Annotated[Principal, Depends(current_principal)], brand: str
 ) -> BrandAccountsView:

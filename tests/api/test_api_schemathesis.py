@@ -114,6 +114,10 @@ def explicit_cases(operation: Any) -> list[dict[str, Any]]:
         ]
     if path.endswith("/handled"):
         return [{"path_parameters": {"mention_id": "reddit:t1_q"}, "body": {"brand": "acme", "by": "tom"}}]
+    if path.endswith("/reply"):  # a Reddit mention: no account to answer with (422)
+        return [{"path_parameters": {"mention_id": "reddit:t1_q"}, "body": {"text": "Thanks!", "brand": "acme"}}]
+    if path.endswith("/follow"):  # no brand has an account here (422)
+        return [{"path_parameters": {"platform": "mastodon", "author_id": "jane@social.example"}, "body": {}}]
     if path == "/v1/alerts":
         return [{}, {"query": {"brand": "acme", "limit": 1}}]
     if path == "/v1/webhooks/deliveries":
