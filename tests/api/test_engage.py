@@ -23,6 +23,7 @@ from services.api.settings import ApiSettings
 from tests.api.api_factories import scored
 from tests.api.api_server import ApiServer
 from tests.api.fake_social import FakeSocial
+from tests.api.history_data import History, store
 from tests.api.test_api_kafka import producer, wait_ready
 from tests.helpers import async_wait_until, latest_by_key
 
@@ -384,3 +385,40 @@ async def test_roles_brands_and_platform_errors(
         "reply:acme:e3": "sent",
         "reply:acme:e4": "sent",
     }
+
+
+async def test_a_mention_older_than_the_views_is_answered_from_the_history_store(
+    bootstrap: str, topic_prefix: str, tmp_path: Path, serve_api: Any, fake: FakeSocial, database_url: str
+) -> None:
+    topics = Topics(topic_prefix)
+    await ensure_topics(bootstrap, topics, partitions=2)
+    old = scored(
+        "acme",
+        "mastodon:social.example:99",
+        utc_now() - timedelta(days=3),
+        label="negative",
+        source="mastodon",
+        url="https://social.example/@jane/99",
+        author="jane@social.example",
+    )
+    await store(database_url, History(mentions=[old]))
+    fake.known_statuses["https://social.example/@jane/99"] = "7007"
+    settings = ApiSettings(
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=topic_prefix,
+        config=write_config(tmp_path, fake),
+        database_url=database_url,
+    )
+    server: ApiServer = serve_api(settings)
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as api:
+        await wait_ready(api)
+        hidden = await api.post(f"/v1/mentions/{old.id}/reply", json={"text": "hi"}, headers=auth("globex"))
+        assert hidden.status_code == 404  # another brand's stored mention stays unknown
+        answer = await api.post(
+            f"/v1/mentions/{old.id}/reply", json={"text": "Late, sorry!"}, headers=auth("responder")
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["brand"] == "acme" and 3 * 86400 - 60 < answer.json()["response_seconds"] < 3 * 86400 + 60
+    assert [(s["in_reply_to_id"], s["content"]) for s in fake.statuses] == [
+        ("7007", "<p>@jane@social.example Late, sorry!</p>")
+    ]
