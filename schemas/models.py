@@ -347,8 +347,8 @@ class Outreach(_Action):
     """outreach/1: a reply posted to a mention, or an author followed, from the inbox with the brand's account
     (alerts.actions, key `reply:<brand>:<request id>` or `follow:<brand>:<request id>`).
 
-    `pending` is written before the platform is called (with what a retry must send again: Bluesky's record key
-    and createdAt), `sent` once the platform took it (with the platform's id and URL of the post or follow)."""
+    `pending` is written before the platform is called (with Bluesky's record key and createdAt), `sent` once the
+    platform took it (with the platform's id and URL of the post or follow)."""
 
     schema_: Literal["outreach/1"] = Field("outreach/1", alias="schema")
     kind: OutreachKind
@@ -363,8 +363,8 @@ class Outreach(_Action):
     mention_id: StrictStr | None = None
     author: StrictStr | None = Field(None, description="reply: the author answered; follow: the author followed")
     text: Annotated[StrictStr, Field(max_length=5000)] | None = None
-    rkey: StrictStr | None = Field(None, description="Bluesky: the record key, the same on every retry")
-    created_at: UtcDatetime | None = Field(None, description="Bluesky: the record's createdAt, the same on every retry")
+    rkey: StrictStr | None = Field(None, description="Bluesky: the record key, made from the request id")
+    created_at: UtcDatetime | None = Field(None, description="Bluesky: the record's createdAt")
     post_id: StrictStr | None = Field(None, description="the platform's id: Mastodon status/account id, at:// URI")
     cid: StrictStr | None = None
     url: StrictStr | None = None

@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -32,11 +32,23 @@ from schemas.netguard import IPNetwork
 from services.api.actions import Action, MalformedAction, parse_action
 from services.api.auth import Principal, brand_not_found, current_principal, require_responder
 from services.api.consumer import ActionsUnavailable, RecordSink
-from services.api.engage_clients import BlueskyClient, MastodonClient, PlatformError, record_key, split_acct
+from services.api.engage_clients import (
+    BlueskyClient,
+    MastodonClient,
+    PlatformError,
+    PlatformRefused,
+    PlatformTimeout,
+    PlatformUnavailable,
+    record_key,
+    split_acct,
+)
 
 logger = logging.getLogger(__name__)
 
 ACTIONS = "alerts.actions"
+# How long a request id is remembered by the API replicas (a retry after that posts again on Mastodon, whose own
+# Idempotency-Key memory is an hour; Bluesky still refuses the second record).
+OUTREACH_RETENTION = timedelta(days=7)
 Platform = Literal["mastodon", "bluesky"]
 RequestId = Annotated[
     StrictStr,
@@ -146,10 +158,18 @@ class BrandAccountsView(BaseModel):
 
 
 class OutreachLog:
-    """The outreach/1 records of alerts.actions by key (pure state; the view consumer feeds it)."""
+    """The outreach/1 records of alerts.actions by key (pure state; the view consumer feeds it), kept for
+    `retention`: a retry comes within minutes, and the compacted topic keeps every record anyway."""
 
-    def __init__(self) -> None:
+    def __init__(self, retention: timedelta = OUTREACH_RETENTION) -> None:
+        self.retention = retention
         self._records: dict[str, Outreach] = {}
+
+    def evict(self, now: datetime) -> int:
+        old = [key for key, record in self._records.items() if record.at < now - self.retention]
+        for key in old:
+            del self._records[key]
+        return len(old)
 
     def apply(self, action: Action) -> None:
         if isinstance(action, Outreach):
@@ -217,7 +237,11 @@ class Engagement:
             if views:
                 self.accounts[name] = views
         self.sink = RecordSink(
-            name="outreach", topics=frozenset({ACTIONS}), apply=self.log.apply_record, sizes=self.log.sizes
+            name="outreach",
+            topics=frozenset({ACTIONS}),
+            apply=self.log.apply_record,
+            evict=self.log.evict,
+            sizes=self.log.sizes,
         )
 
     def client(self, brand: str, platform: str) -> MastodonClient | BlueskyClient | None:
@@ -333,14 +357,31 @@ def _answer(outreach: Outreach, handled: MentionHandled | None, published_at: da
     )
 
 
-def _replayed(existing: Outreach, digest: str, response: Response) -> bool:
+def _replayed(request: Request, existing: Outreach, digest: str, response: Response) -> bool:
     """True when the request was already sent (answer it again); 409 when the id names another request."""
     if existing.digest != digest:
         raise HTTPException(409, f"request id '{existing.request_id}' was already used for another {existing.kind}")
     if existing.state == "sent":
         response.headers["Idempotent-Replayed"] = "true"
+        _count(request, existing.platform, existing.kind, "replayed")
         return True
     return False
+
+
+_OUTCOMES: dict[type[PlatformError], str] = {
+    PlatformRefused: "refused",
+    PlatformUnavailable: "unavailable",
+    PlatformTimeout: "timeout",
+}
+
+
+def _count(request: Request, platform: str, kind: str, outcome: str) -> None:
+    request.app.state.metrics.outreach.labels(platform, kind, outcome).inc()
+
+
+def _platform_failed(request: Request, platform: str, kind: str, exc: PlatformError) -> HTTPException:
+    _count(request, platform, kind, _OUTCOMES.get(type(exc), "unavailable"))
+    return HTTPException(exc.status, str(exc))
 
 
 def _status_parts(mention_id: str) -> tuple[str, str]:
@@ -388,7 +429,7 @@ async def reply_to_mention(
     views = request.app.state.views
     async with engagement.lock(_key("reply", brand, request_id)):
         existing = engagement.log.get("reply", brand, request_id)
-        if existing is not None and _replayed(existing, digest, response):
+        if existing is not None and _replayed(request, existing, digest, response):
             return _answer(existing, views.handled(brand, mention_id), mention.published_at)
         now = engagement.clock()
         pending = existing or Outreach(
@@ -431,7 +472,7 @@ async def reply_to_mention(
                 )
                 sent_text = body.text
         except PlatformError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
+            raise _platform_failed(request, platform, "reply", exc) from None
         sent = pending.model_copy(
             update={
                 "state": "sent",
@@ -443,6 +484,7 @@ async def reply_to_mention(
             }
         )
         await _write(request, sent, after_post=True)
+        _count(request, platform, "reply", "sent")
         logger.info("reply %s of %s to %s sent on %s as %s", request_id, brand, mention_id, platform, posted.post_id)
         handled = views.handled(brand, mention_id)
         if handled is None:
@@ -502,7 +544,7 @@ async def follow_author(
     digest = request_digest(kind="follow", platform=platform, author=author)
     async with engagement.lock(_key("follow", brand, request_id)):
         existing = engagement.log.get("follow", brand, request_id)
-        if existing is not None and _replayed(existing, digest, response):
+        if existing is not None and _replayed(request, existing, digest, response):
             return _answer(existing, None, None)
         now = engagement.clock()
         pending = existing or Outreach(
@@ -528,7 +570,7 @@ async def follow_author(
                 assert pending.rkey is not None and pending.created_at is not None
                 posted = await client.follow(author, pending.rkey, pending.created_at)
         except PlatformError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
+            raise _platform_failed(request, platform, "follow", exc) from None
         sent = pending.model_copy(
             update={
                 "state": "sent",
@@ -539,6 +581,7 @@ async def follow_author(
             }
         )
         await _write(request, sent, after_post=True)
+        _count(request, platform, "follow", "sent")
         logger.info("follow %s of %s: %s on %s", request_id, brand, author, platform)
         return _answer(sent, None, None)
 

@@ -66,6 +66,14 @@ class ApiMetrics:
         self.actions = Counter(
             "ecoute_api_actions_total", "Acks and handled marks recorded", ["kind"], registry=registry
         )
+        # Replies and follows from the inbox, by platform, kind (reply | follow) and outcome: sent, replayed (a retry
+        # answered from the record), refused (the platform's 4xx), unavailable (unreachable, 5xx), timeout.
+        self.outreach = Counter(
+            "ecoute_api_outreach_total",
+            "Replies and follows sent with the brands' accounts",
+            ["platform", "kind", "outcome"],
+            registry=registry,
+        )
         # Webhook delivery attempts and decisions, by outcome: delivered, retry (failed, will retry), failed (gave up).
         self.webhook_outcomes = Counter(
             "ecoute_api_webhook_deliveries_total", "Webhook delivery outcomes", ["outcome"], registry=registry

@@ -24,7 +24,7 @@ from tests.api.api_factories import scored
 from tests.api.api_server import ApiServer
 from tests.api.fake_social import FakeSocial
 from tests.api.history_data import History, store
-from tests.api.test_api_kafka import producer, wait_ready
+from tests.api.test_api_kafka import metric, producer, wait_ready
 from tests.helpers import async_wait_until, latest_by_key
 
 pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("clean_env")]
@@ -376,6 +376,21 @@ async def test_roles_brands_and_platform_errors(
         assert sky_retry.status_code == 200, sky_retry.text
         posts = [r for (repo, collection, _), r in fake.records.items() if repo == fake.did]
         assert len(posts) == 1 and sky_retry.json()["post_id"] == posts[0]["uri"]
+        exposition = (await api.get("/metrics")).text
+        counts = {
+            (platform, outcome): metric(
+                exposition, "ecoute_api_outreach_total", platform=platform, kind="reply", outcome=outcome
+            )
+            for platform, outcome in [
+                ("mastodon", "refused"),
+                ("mastodon", "unavailable"),
+                ("mastodon", "timeout"),
+                ("mastodon", "sent"),
+                ("bluesky", "timeout"),
+                ("bluesky", "sent"),
+            ]
+        }
+        assert set(counts.values()) == {1.0}, counts
 
     records = await latest_by_key(bootstrap, topics.alerts_actions)
     states = {k.decode(): orjson.loads(v)["state"] for k, v in records.items() if k and k.startswith(b"reply:")}

@@ -4,7 +4,7 @@ the accounts config (whose secrets never show)."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -79,6 +79,9 @@ def test_outreach_records_round_trip_on_the_actions_topic() -> None:
     assert log.get("reply", "acme", "r1") == sent and log.get("reply", "globex", "r1") is None
     log.apply_record("alerts.actions", b"reply:acme:r1", None, AT)
     assert log.get("reply", "acme", "r1") is None
+    log.apply_record("alerts.actions", b"reply:acme:r1", dump(sent), AT)
+    assert log.evict(AT + timedelta(days=6)) == 0 and log.get("reply", "acme", "r1") == sent
+    assert log.evict(AT + timedelta(days=7, seconds=1)) == 1 and log.get("reply", "acme", "r1") is None
     # The history store keeps them with the acks and handled marks.
     batch = Batch()
     batch.add("alerts.actions", b"reply:acme:r1", dump(sent))
