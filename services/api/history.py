@@ -9,14 +9,25 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, HTTPException, Request
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 logger = logging.getLogger(__name__)
 
 # Seconds a history request waits for a free connection before answering 503.
 POOL_TIMEOUT_SECONDS = 5.0
+# Retry-After of a 503 from a history route.
+RETRY_AFTER_SECONDS = 5
+# What makes a history route answer 503: the store cannot be reached (down, every connection busy, a connection
+# lost midway) or has no tables yet (no store has applied the migrations).
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    PoolTimeout,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.UndefinedTable,
+)
 
 
 class History:
@@ -61,6 +72,16 @@ def _redacted(url: str) -> str:
         user = credentials.split(":", 1)[0]
         return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else f"{scheme}{sep}{user}@{host}"
     return url
+
+
+def store_unavailable(exc: Exception) -> HTTPException:
+    """The 503 a history route answers for one of STORE_ERRORS, saying what to do."""
+    logger.warning("history store unavailable: %s", exc)
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        detail = "the history store has no tables yet: start `ecoute store` (it applies the migrations), then retry"
+    else:
+        detail = "the history store (PostgreSQL) cannot be reached; retry later"
+    return HTTPException(503, detail=detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def get_history(request: Request) -> History:

@@ -14,21 +14,18 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
-from psycopg_pool import PoolTimeout
 
 from schemas import utc_now
 from schemas.history.report import MAX_BUCKETS, Report, ReportBucket, ReportRangeError, brand_report, bucket_header
 from schemas.history.report import bucket_rows as report_rows
 from services.api.csvexport import CSV_RESPONSE_DOC, csv_response
-from services.api.history import HistoryDep
+from services.api.history import RETRY_AFTER_SECONDS, STORE_ERRORS, HistoryDep, store_unavailable
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PERIOD = timedelta(days=30)
 # What a client waits before asking again when the database is away (the pool reconnects by itself).
-RETRY_AFTER_SECONDS = 5
 MAX_TOP_MENTIONS = 50
 MAX_ALERTS = 200
 
@@ -40,15 +37,6 @@ BrandGuard = Callable[[Request, str], None]
 def _problem(parameter: str, message: str) -> HTTPException:
     """A 422 shaped like FastAPI's own validation errors, naming the query parameter."""
     return HTTPException(422, detail=[{"loc": ["query", parameter], "msg": message, "type": "value_error"}])
-
-
-def _unavailable(exc: Exception) -> HTTPException:
-    logger.warning("history store unreachable for a report: %s", exc)
-    return HTTPException(
-        503,
-        detail="the history store (PostgreSQL) cannot be reached; retry later",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
 
 
 def _competitors(request: Request, brand: str) -> list[str]:
@@ -119,8 +107,8 @@ async def brand_report_route(
             )
     except ReportRangeError as exc:
         raise _problem(exc.parameter, str(exc)) from exc
-    except (PoolTimeout, psycopg.OperationalError) as exc:
-        raise _unavailable(exc) from exc
+    except STORE_ERRORS as exc:
+        raise store_unavailable(exc) from exc
     if output == "csv":
         name = f"{brand}-report-{bucket}-{report.since:%Y%m%d}-{report.until:%Y%m%d}.csv"
         return csv_response(name, bucket_header(report), report_rows(report))

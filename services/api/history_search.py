@@ -26,7 +26,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from schemas import ScoredMention
 from schemas.models import SentimentLabel, Source
 from services.api.csvexport import CSV_RESPONSE_DOC, csv_response
-from services.api.history import History, HistoryDep
+from services.api.history import STORE_ERRORS, History, HistoryDep, store_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ EXPORT_MAX_ROWS = 100_000
 # held for the whole download.
 EXPORT_CHUNK = 2_000
 # Seconds a client should wait before retrying when the database cannot be reached.
-RETRY_AFTER_SECONDS = 5
 MAX_QUERY_CHARS = 500
 
 # Spans of the time windows a search reads in turn (time_windows), from the newest instant it may return.
@@ -252,15 +251,6 @@ def invalid(parameter: str, message: str, kind: str = "value_error") -> HTTPExce
     return HTTPException(422, detail=[{"loc": ["query", parameter], "msg": message, "type": kind}])
 
 
-def unavailable(exc: Exception) -> HTTPException:
-    logger.warning("history store unreachable: %s", exc)
-    return HTTPException(
-        503,
-        detail="the history store (PostgreSQL) cannot be reached; retry later",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
-
-
 _NO_JIT = "SELECT set_config('jit', 'off', true)"
 _TEXT_INDEX_ONLY = (
     "SELECT set_config('jit', 'off', true), set_config('enable_indexscan', 'off', true),"
@@ -299,8 +289,8 @@ async def _fetch(
         if search.q is not None:
             raise invalid("q", f"PostgreSQL cannot search for this: {message}") from exc
         raise HTTPException(422, detail=[{"loc": ["query"], "msg": message, "type": "value_error"}]) from exc
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        raise unavailable(exc) from exc
+    except STORE_ERRORS as exc:
+        raise store_unavailable(exc) from exc
 
 
 async def _brand_stored(history: History, brand: str) -> bool:
@@ -310,8 +300,8 @@ async def _brand_stored(history: History, brand: str) -> bool:
             cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM mentions WHERE brand = %s)", (brand,))
             row = await cur.fetchone()
             return bool(row and row[0])
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        raise unavailable(exc) from exc
+    except STORE_ERRORS as exc:
+        raise store_unavailable(exc) from exc
 
 
 # ---------------------------------------------------------------------------------------------- cursors

@@ -305,3 +305,16 @@ def test_503_without_a_database_or_with_one_that_is_down(serve_api: Any, tmp_pat
     assert answer.headers["retry-after"] == "5"
     assert "cannot be reached" in answer.json()["detail"]
     assert time.monotonic() - started < 15
+
+
+def test_503_naming_the_store_when_the_database_has_no_tables_yet(
+    serve_api: Any, tmp_path: Path, database_url: str
+) -> None:
+    """A database no store has migrated yet: the history routes say what to start, not a 500."""
+    api = serve_api(api_settings(tmp_path, database_url))
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    for path, params in (("report", {}), ("mentions/search", {"q": "acme"})):
+        answer = httpx.get(f"{api.url}/v1/brands/acme/{path}", headers=admin, params=params, timeout=30)
+        assert answer.status_code == 503, (path, answer.text)
+        assert "ecoute store" in answer.json()["detail"]
+        assert answer.headers["retry-after"] == "5"

@@ -22,7 +22,7 @@ import pytest
 from ecoute.brokers import free_port
 from schemas import ScoredMention, dump, utc_now
 from schemas.history import migrate
-from services.api import history_search
+from services.api import history, history_search
 from services.api.history_search import SearchFilter
 from services.api.settings import ApiSettings
 from services.store.rows import Batch
@@ -472,7 +472,7 @@ async def test_503_without_a_store_or_when_it_is_unreachable(
         for fmt in ("json", "csv"):
             answer = await http.get(f"{down.url}/v1/brands/acme/mentions/search", params={"q": "x", "format": fmt})
             assert answer.status_code == 503, answer.text
-            assert answer.headers["retry-after"] == str(history_search.RETRY_AFTER_SECONDS)
+            assert answer.headers["retry-after"] == str(history.RETRY_AFTER_SECONDS)
             assert "cannot be reached" in answer.json()["detail"]
         # Validation still comes first.
         answer = await http.get(f"{down.url}/v1/brands/acme/mentions/search", params={"sentiment": "x"})
