@@ -218,24 +218,19 @@ class Engagement:
         self.log = OutreachLog()
         self._locks: dict[str, asyncio.Lock] = {}
         self.clients: dict[str, _Clients] = {}
+        self.accounts: dict[str, list[AccountView]] = {}  # what GET /accounts shows: never a secret
         for name, brand in config.brands.items():
-            accounts = brand.accounts
-            if accounts is None or (accounts.mastodon is None and accounts.bluesky is None):
+            mastodon, bluesky = (brand.accounts.mastodon, brand.accounts.bluesky) if brand.accounts else (None, None)
+            if mastodon is None and bluesky is None:
                 continue
             self.clients[name] = _Clients(
-                MastodonClient(accounts.mastodon, allow, timeout) if accounts.mastodon else None,
-                BlueskyClient(accounts.bluesky, allow, timeout) if accounts.bluesky else None,
+                MastodonClient(mastodon, allow, timeout) if mastodon else None,
+                BlueskyClient(bluesky, allow, timeout) if bluesky else None,
             )
-        self.accounts: dict[str, list[AccountView]] = {}
-        for name, brand in config.brands.items():
-            views: list[AccountView] = []
-            if brand.accounts is not None and brand.accounts.mastodon is not None:
-                views.append(AccountView(platform="mastodon", server=brand.accounts.mastodon.instance))
-            if brand.accounts is not None and brand.accounts.bluesky is not None:
-                bluesky = brand.accounts.bluesky
-                views.append(AccountView(platform="bluesky", server=bluesky.service, handle=bluesky.handle))
-            if views:
-                self.accounts[name] = views
+            self.accounts[name] = [
+                *([AccountView(platform="mastodon", server=mastodon.instance)] if mastodon else []),
+                *([AccountView(platform="bluesky", server=bluesky.service, handle=bluesky.handle)] if bluesky else []),
+            ]
         self.sink = RecordSink(
             name="outreach",
             topics=frozenset({ACTIONS}),
