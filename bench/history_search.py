@@ -22,7 +22,8 @@ one at a time, the kinds shuffled together:
   deep        pages 5 to 15 of q = battery, each from the previous page's next_cursor
   old cursor  a page of q = battery starting from a cursor 11 months back
   other brand q = another brand's name: in 8-30 % of all posts, in none of this brand's
-Prints p50/p95/p99/max per kind and for the whole mix, against the target (p95 <= 200 ms). --data DIR keeps
+Prints p50/p95/p99/max per kind and for the whole mix, against the target (p95 <= 200 ms), then times two CSV
+exports of the largest brand streamed to the end (rows/s). --data DIR keeps
 the database there and reuses it on the next run (loading takes minutes); --explain prints EXPLAIN ANALYZE of
 each kind's query as the API builds it. Not a test; results go to BENCHMARKS.md by hand.
 """
