@@ -198,7 +198,7 @@ class MastodonClient:
             return text
         return f"{prefix} {text}"
 
-    async def _refused(self, response: httpx.Response, what: str) -> PlatformRefused:
+    def _refused(self, response: httpx.Response, what: str) -> PlatformRefused:
         logger.info("mastodon (%s): %s refused: HTTP %d", self.host, what, response.status_code)
         return PlatformRefused(
             f"mastodon refused {what}: {_message(response)}", 409 if response.status_code == 409 else 422
@@ -218,7 +218,7 @@ class MastodonClient:
             params={"q": status_url, "type": "statuses", "resolve": "true", "limit": "1"},
         )
         if response.status_code >= 400:
-            raise await self._refused(response, "the search for the post")
+            raise self._refused(response, "the search for the post")
         statuses = (response.json() or {}).get("statuses") or []
         if not statuses or not isinstance(statuses[0], Mapping) or not isinstance(statuses[0].get("id"), str):
             raise PlatformRefused(f"{self.host} could not find the post {status_url}")
@@ -244,7 +244,7 @@ class MastodonClient:
             json={"status": self.reply_text(text, acct), "in_reply_to_id": in_reply_to},
         )
         if response.status_code >= 400:
-            raise await self._refused(response, "the reply")
+            raise self._refused(response, "the reply")
         status = response.json()
         if not isinstance(status, Mapping) or not isinstance(status.get("id"), str):
             raise PlatformUnavailable("mastodon answered the reply without a status id")
@@ -261,7 +261,7 @@ class MastodonClient:
             if isinstance(found, Mapping) and isinstance(found.get("id"), str):
                 return found["id"], found.get("url") if isinstance(found.get("url"), str) else None
         elif response.status_code != 404:
-            raise await self._refused(response, "the account lookup")
+            raise self._refused(response, "the account lookup")
         response = await self.http.call(
             "GET",
             "/api/v2/search",
@@ -269,7 +269,7 @@ class MastodonClient:
             params={"q": f"@{full}", "type": "accounts", "resolve": "true", "limit": "5"},
         )
         if response.status_code >= 400:
-            raise await self._refused(response, "the account search")
+            raise self._refused(response, "the account search")
         for account in (response.json() or {}).get("accounts") or []:
             if isinstance(account, Mapping) and str(account.get("acct", "")).lower() == full.lower():
                 url = account.get("url")
@@ -282,7 +282,7 @@ class MastodonClient:
             "POST", f"/api/v1/accounts/{quote(account_id, safe='')}/follow", headers=self._auth(), json={}
         )
         if response.status_code >= 400:
-            raise await self._refused(response, "the follow")
+            raise self._refused(response, "the follow")
         return Posted(account_id, url)
 
 
