@@ -205,7 +205,9 @@ def mark_applied(applied: dict[str, Any], partial: dict[str, Any]) -> None:
 def new_bucket() -> dict[str, Any]:
     # Besides the counters: evidence for alerts (authors, sample URLs, crisis terms seen). Once the
     # authors outgrow EXACT_AUTHORS, "authors_sketch" (base64 registers) counts them instead.
-    return {**new_counters(), "authors": [], "samples": [], "negative_samples": [], "terms": {}}
+    # "applied": the partials folded in (as the brand state's `applied`, see is_replay), so that the bucket's
+    # changelog record alone says whether a replayed partial is in it.
+    return {**new_counters(), "authors": [], "samples": [], "negative_samples": [], "terms": {}, "applied": {}}
 
 
 def fold_partial(bucket: dict[str, Any], partial: dict[str, Any]) -> None:

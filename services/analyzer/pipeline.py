@@ -262,27 +262,40 @@ class Stage2:
         flagged = _Flagged()
         tone = state.setdefault("tone", {})
         for partial in partials:
-            if kpi.is_replay(state["applied"], partial):
-                result.replayed += 1
-                continue
-            kpi.mark_applied(state["applied"], partial)
-            result.applied += 1
+            # Each table record says for itself which partials it holds: the brand's state and every window
+            # bucket are separate changelog records, and stage 2 is at-least-once, so after a crash or a broker
+            # kill one may come back holding a partial the other lacks. A partial is folded into each bucket
+            # that lacks it (buckets written before these marks existed go by the brand's state), and into the
+            # brand's state if that lacks it.
+            replay = kpi.is_replay(state["applied"], partial)
             minute = partial["bucket_epoch"]
-            # A clock a mention claims is never trusted beyond the wall clock: a post dated in the
-            # future must not move the brand's "now" (pruning and alert windows follow it).
-            clock_minute = min(minute, kpi.window_start(kpi.epoch(now), "1m"))
             for window in kpi.WINDOW_SECONDS:
                 start = kpi.window_start(minute, window)
                 key = kpi.bucket_key(brand, window, start)
-                if key in touched:
-                    bucket = touched[key][2]
-                else:
-                    bucket = buckets.get(key) or kpi.new_bucket()
+                bucket = touched[key][2] if key in touched else buckets.get(key)
+                if bucket is None:
+                    if replay and start < state["now_minute"] - RETENTION_SECONDS[window]:
+                        continue  # pruned since: a replay must not bring it back
+                    bucket = kpi.new_bucket()
+                marks = bucket.get("applied")
+                if kpi.is_replay(marks, partial) if marks is not None else replay:
+                    continue
+                if marks is not None:
+                    kpi.mark_applied(marks, partial)
+                if key not in touched:
                     touched[key] = (window, start, bucket)
                     live = state["live"].setdefault(window, [])
                     if start not in live:
                         live.append(start)
                 kpi.fold_partial(bucket, partial)
+            if replay:
+                result.replayed += 1
+                continue
+            kpi.mark_applied(state["applied"], partial)
+            result.applied += 1
+            # A clock a mention claims is never trusted beyond the wall clock: a post dated in the
+            # future must not move the brand's "now" (pruning and alert windows follow it).
+            clock_minute = min(minute, kpi.window_start(kpi.epoch(now), "1m"))
             minutes = state["minutes"]
             minutes[str(minute)] = minutes.get(str(minute), 0) + partial["mentions"]
             scored = partial["positive"] + partial["neutral"] + partial["negative"]
