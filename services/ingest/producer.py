@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 
 from schemas import Topics, ensure_topics
 from schemas.producers import is_idempotent, start_producer
@@ -27,6 +33,11 @@ Record = tuple[bytes, bytes]  # (key, value)
 
 # Application-level re-sends of records whose error the producer itself did not retry but says is retriable.
 MAX_RESENDS = 3
+
+# Errors after which an idempotent producer's sequence numbers no longer match the broker's (seen when every
+# broker of a cluster was killed at once and restarted): aiokafka never resets them, so every later batch fails
+# the same way. A new producer (a new producer id) is the cure; the refused records were answered 503.
+PRODUCER_STATE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, InvalidProducerIdMapping)
 
 
 class KafkaUnavailable(Exception):
@@ -57,6 +68,7 @@ class IngestProducer:
         self._slots = asyncio.Semaphore(settings.max_inflight_requests)
         self.last_error: str | None = None
         self.idempotent = False  # known once connected (schemas.producers decides)
+        self._closing: set[asyncio.Task[None]] = set()  # discarded producers being stopped
 
     @property
     def connected(self) -> bool:
@@ -132,6 +144,25 @@ class IngestProducer:
             "idempotent" if self.idempotent else "not idempotent",
         )
 
+    def _replace(self, producer: AIOKafkaProducer, exc: BaseException | None) -> None:
+        """Drop a producer that can't send any more and connect a new one in the background (503s meanwhile)."""
+        if self._producer is not producer:
+            return  # another request replaced it already
+        self._producer = None
+        self._connected.clear()
+        self.last_error = f"producer reset after {exc!r}" if exc is not None else "producer's sender stopped"
+        logger.warning("Kafka producer unusable (%s); starting a new one", self.last_error)
+        closing = asyncio.create_task(self._close(producer), name="ingest-kafka-close")
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        self._connect_task = asyncio.create_task(self._connect_loop(), name="ingest-kafka-connect")
+
+    async def _close(self, producer: AIOKafkaProducer) -> None:
+        try:
+            await asyncio.wait_for(producer.stop(), timeout=self.settings.send_timeout)
+        except (KafkaError, TimeoutError, OSError, AssertionError) as exc:
+            logger.warning("the discarded Kafka producer did not stop cleanly: %r", exc)
+
     def _count_retries(self, producer: AIOKafkaProducer) -> None:
         # aiokafka retries retriable errors itself (forever with idempotence) by re-enqueuing the batch;
         # it exposes no counter, so the re-enqueue of this producer's accumulator is counted.
@@ -153,6 +184,8 @@ class IngestProducer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connect_task
             self._connect_task = None
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         producer, self._producer = self._producer, None
         self._connected.clear()
         if producer is None:
@@ -242,6 +275,9 @@ class IngestProducer:
             if failed:
                 self.metrics.produce_errors.labels(topic).inc(len(failed) + len(retry))
                 logger.error("%d records to %s failed: %s", len(failed), topic, failed[0])
+                lost = next((exc for exc in failed if isinstance(exc, PRODUCER_STATE_LOST)), None)
+                if lost is not None or _sender_dead(producer):
+                    self._replace(producer, lost)
                 raise KafkaUnavailable(f"Kafka refused {len(failed)} records: {failed[0]}", "produce_error")
             if not retry:
                 return
@@ -249,6 +285,12 @@ class IngestProducer:
             logger.warning("re-sending %d records to %s after a retriable error", len(retry), topic)
             await asyncio.sleep(0.2 * (resend + 1))
             pending = retry
+
+
+def _sender_dead(producer: AIOKafkaProducer) -> bool:
+    """aiokafka's sender routine ended (an unexpected error kills it): the producer will never send again."""
+    task = getattr(getattr(producer, "_sender", None), "_sender_task", None)
+    return task is not None and task.done()
 
 
 def _failed(exc: BaseException) -> asyncio.Future[Any]:
