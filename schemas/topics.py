@@ -14,6 +14,10 @@ logger = logging.getLogger(__name__)
 
 COMPACT = {"cleanup.policy": "compact"}
 EIGHT_DAYS_MS = 8 * 24 * 3600 * 1000
+# The largest record the analyzer produces (its producers' max_request_size): a dead letter carries the original
+# bytes of whatever reached mentions.raw or kpi.partials, which may exceed the broker's default 1 MiB where an
+# operator raised those topics' max.message.bytes. The DLQ is created able to hold it (plus batch overhead).
+MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 # Configs a topic is created with, by unprefixed name (a topic not named here gets the broker's defaults).
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
@@ -24,6 +28,7 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "metrics.accounts": {**COMPACT, "min.compaction.lag.ms": str(EIGHT_DAYS_MS)},
     "alerts.actions": COMPACT,
     "webhooks.deliveries": COMPACT,
+    "mentions.dlq": {"max.message.bytes": str(MAX_RECORD_BYTES + 64 * 1024)},
     # Readings of the brand's own posts (key `brand|platform|item id`): the latest of each post stays, and
     # 8 days of readings too, so a replica that starts rebuilds each post's change over 24 h.
     "content.items": {**COMPACT, "min.compaction.lag.ms": str(EIGHT_DAYS_MS)},

@@ -25,9 +25,10 @@ from prometheus_client import CollectorRegistry
 from schemas import EcouteConfig, Topics
 from schemas.producers import start_producer
 from schemas.settings import Idempotence
+from schemas.topics import MAX_RECORD_BYTES
 from services.analyzer.metrics import AnalyzerMetrics, build_metrics
 from services.analyzer.pipeline import Stage1, Stage2, describe_error, new_brand_state, parse_partial
-from services.analyzer.scoring import ScoringService, dlq_headers, reason_class
+from services.analyzer.scoring import ScoringService, dead_letter, dlq_headers, reason_class
 from services.analyzer.settings import AnalyzerSettings
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ def create_app(
         key_serializer="json",
         value_serializer="json",
         producer_acks=-1,
+        # A dead letter of kpi.partials carries the original bytes, as large as that topic lets in.
+        producer_max_request_size=MAX_RECORD_BYTES,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.analyzer_session_timeout,
         broker_heartbeat_interval=min(3.0, settings.analyzer_session_timeout / 3),
@@ -136,8 +139,10 @@ def create_app(
                 reason = describe_error(exc)
                 logger.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
                 metrics.dlq.labels(topics.kpi_partials, reason_class(reason)).inc()
-                headers = dlq_headers(reason, topics.kpi_partials, message.partition, message.offset)
-                pending.append(await send(topics.mentions_dlq, message.key, message.value or b"", headers))
+                value, headers = dead_letter(
+                    message.value or b"", dlq_headers(reason, topics.kpi_partials, message.partition, message.offset)
+                )
+                pending.append(await send(topics.mentions_dlq, message.key, value, headers))
                 continue
             by_brand.setdefault(partial["brand"], []).append((event, partial))
         for brand, items in by_brand.items():

@@ -42,6 +42,7 @@ from mode import Service
 
 from schemas import Topics
 from schemas.producers import start_producer, transactional_producer
+from schemas.topics import MAX_RECORD_BYTES
 from services.analyzer.metrics import AnalyzerMetrics
 from services.analyzer.pipeline import RawRecord, Stage1, Stage1Result
 from services.analyzer.settings import AnalyzerSettings
@@ -60,6 +61,16 @@ def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tu
         ("source.partition", str(partition).encode()),
         ("source.offset", str(offset).encode()),
     ]
+
+
+def dead_letter(value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The dead letter's value: the original bytes, unless they are larger than a record the analyzer may send
+    (a topic whose max.message.bytes was raised past MAX_RECORD_BYTES); then their head, and a header with the
+    original size. A letter the producer refuses would fail its batch again and again: the partition would stall."""
+    limit = MAX_RECORD_BYTES - 64 * 1024
+    if len(value) <= limit:
+        return value, headers
+    return value[:limit], [*headers, ("truncated.from", str(len(value)).encode())]
 
 
 async def _all_acknowledged(acks: list[asyncio.Future[Any]]) -> None:
@@ -240,7 +251,7 @@ class ScoringService(Service):
             # partition in flight, and a second one would wait for the first's round trip. Kafka
             # refuses batches over `message.max.bytes` (1 MiB by default).
             "max_batch_size": 1_000_000,
-            "max_request_size": 8 * 1024 * 1024,
+            "max_request_size": MAX_RECORD_BYTES,
         }
 
     def _new_transactional_producer(self, transactional_id: str) -> AIOKafkaProducer:
@@ -621,8 +632,10 @@ class ScoringService(Service):
                 "dead-lettering %s[%d]@%d: %s", topics.mentions_raw, record.partition, record.offset, letter.reason
             )
             self.metrics.dlq.labels(topics.mentions_raw, reason_class(letter.reason)).inc()
-            headers = dlq_headers(letter.reason, topics.mentions_raw, record.partition, record.offset)
-            outbox.add(topics.mentions_dlq, record.value or b"", record.key, headers=headers)
+            value, headers = dead_letter(
+                record.value or b"", dlq_headers(letter.reason, topics.mentions_raw, record.partition, record.offset)
+            )
+            outbox.add(topics.mentions_dlq, value, record.key, headers=headers)
 
     def _add_closing_outputs(self, outbox: _Outbox, result: Stage1Result, ids: set[str], partition: int) -> None:
         """What closes a batch: its kpi-partials and the ids it counted."""
