@@ -32,6 +32,9 @@ test-tools: ## install the Debian packages the suite needs and lacks (Java, Mave
 test: test-tools $(STAMP) kafka-jars lint ## lint, then the whole test suite against a real Kafka broker, nothing skipped
 	REQUIRE_TEST_TOOLS=1 $(BIN)/pytest -p no:cacheprovider
 
+test-faults: $(STAMP) kafka-jars ## only the fault suite (3-node Kafka cluster; brokers, workers, replicas killed; ~5 min)
+	$(BIN)/pytest -p no:cacheprovider -m faults -s
+
 run: $(STAMP) ## start the demo: embedded broker, ingest, analyzer, API, simulated mentions
 	$(BIN)/ecoute run --demo
 
@@ -52,4 +55,4 @@ format: $(STAMP) ## format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-.PHONY: help venv kafka-jars lint test-tools test run bench bench-all bench-tools format
+.PHONY: help venv kafka-jars lint test-tools test test-faults run bench bench-all bench-tools format

@@ -133,12 +133,12 @@ async def produce(
 
 
 async def read_all(
-    bootstrap: str, topic: str, idle_ms: int = 500
+    bootstrap: str, topic: str, idle_ms: int = 500, isolation_level: str = "read_uncommitted"
 ) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
     """Every record now in `topic` (all partitions, from the beginning), as (key, value, headers)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()

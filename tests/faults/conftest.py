@@ -323,7 +323,48 @@ def snapshot_day_totals(bootstrap: str, topics: Topics) -> dict[str, dict[str, i
 
 
 def dlq_records(bootstrap: str, topics: Topics) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
-    return asyncio.run(read_all(bootstrap, topics.mentions_dlq))
+    """What readers of the DLQ see: committed records only (stage 1 writes its letters in transactions)."""
+    return asyncio.run(read_all(bootstrap, topics.mentions_dlq, isolation_level="read_committed"))
+
+
+def raise_max_message_bytes(cluster: KafkaCluster, names: list[str], size: int) -> None:
+    """Let `names` take records up to `size` bytes (the broker's default is 1 MiB), as an operator would for
+    producers of large records; the analyzer creates mentions.dlq large enough for their dead letters."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    async def alter() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            resources = [
+                ConfigResource(ConfigResourceType.TOPIC, name, configs={"max.message.bytes": str(size)})
+                for name in names
+            ]
+            for response in await admin.alter_configs(resources):
+                for error_code, message, *_ in response.resources:
+                    assert error_code == 0, message
+        finally:
+            await admin.close()
+
+    asyncio.run(alter())
+
+
+def produce_raw(cluster: KafkaCluster, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    """Write records straight to a topic (not through ingest), up to 8 MiB each, acknowledged by all replicas."""
+    from aiokafka import AIOKafkaProducer
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=cluster.bootstrap_servers, acks="all", max_request_size=8 * 1024 * 1024
+        )
+        await producer.start()
+        try:
+            for key, value in records:
+                await (await producer.send(topic, value, key=key))
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
 
 
 @pytest.fixture
