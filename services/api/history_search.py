@@ -37,7 +37,6 @@ EXPORT_MAX_ROWS = 100_000
 # Rows fetched per query while streaming an export: each query is a short keyset page, so no connection is
 # held for the whole download.
 EXPORT_CHUNK = 2_000
-# Seconds a client should wait before retrying when the database cannot be reached.
 MAX_QUERY_CHARS = 500
 
 # Spans of the time windows a search reads in turn (time_windows), from the newest instant it may return.
