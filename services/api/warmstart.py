@@ -9,6 +9,8 @@ writes both in one transaction, so nothing is applied twice or missed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -262,9 +264,23 @@ class WarmStart:
 
     async def _rows(self, conn: Conn, query: LiteralString, params: tuple[Any, ...]) -> AsyncGenerator[tuple[Any, ...]]:
         """The rows of `query` through a server-side cursor, `fetch_rows` at a time (a big load never sits
-        whole in memory, here or in the server)."""
+        whole in memory, here or in the server).
+
+        The next chunk is fetched while the caller applies this one, as Kafka's fetcher does: fetching one after
+        the other left the views idle for a round trip, and the server's work on it, every chunk (on a busy
+        machine that took longer than applying the chunk)."""
         async with conn.cursor(name="ecoute_api_warm_start") as cur:
             await cur.execute(query, params)
-            while rows := await cur.fetchmany(self.fetch_rows):
-                for row in rows:
-                    yield row
+            pending = asyncio.ensure_future(cur.fetchmany(self.fetch_rows))
+            try:
+                while rows := await pending:
+                    pending = asyncio.ensure_future(cur.fetchmany(self.fetch_rows))
+                    for row in rows:
+                        yield row
+            finally:
+                # The connection serves one command at a time: the fetch in flight ends before the cursor closes.
+                if not pending.done():
+                    with contextlib.suppress(psycopg.Error):
+                        await pending
+                elif not pending.cancelled():
+                    pending.exception()  # seen: the error that matters is the one on its way out
