@@ -236,7 +236,7 @@ class ViewConsumer:
     async def _consume(self) -> None:
         await ensure_own_topics(self.settings, self.own_topics)
         partitions = await self._discover_partitions()
-        starts = await self._from_store(partitions)
+        starts = dict(await self._from_store(partitions))
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=None,
@@ -249,9 +249,21 @@ class ViewConsumer:
         try:
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            for tp, offset in starts.items():
-                consumer.seek(tp, offset)
             ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+            for tp, offset in list(starts.items()):
+                if offset > ends[tp]:
+                    # The store read a log this partition no longer is (the topic was recreated, an embedded broker
+                    # restarted empty): its offset is no position in this one, whose records are all new to it.
+                    logger.warning(
+                        "the history store holds %s[%d] up to offset %d, past its end %d: reading it from the start",
+                        tp.topic,
+                        tp.partition,
+                        offset,
+                        ends[tp],
+                    )
+                    del starts[tp]
+                else:
+                    consumer.seek(tp, offset)
             self._targets = dict(ends)
             self._positions = {tp: starts.get(tp, 0) for tp in partitions}
             self._pending = {tp for tp, end in ends.items() if end > starts.get(tp, 0)}

@@ -344,3 +344,32 @@ async def test_a_store_that_cannot_be_read_leaves_the_api_to_the_replay(
         n: float(c) for n, c in Counter(t for t, _, _ in first + rest).items()
     }
     assert sum(counted(text, "ecoute_api_view_store_rows_total", names).values()) == 0
+
+
+async def test_offsets_past_a_partitions_end_mean_another_log_so_it_is_read_whole(
+    bootstrap: str, topic_prefix: str, database_url: str, tmp_path: Path, serve_api: Any
+) -> None:
+    """The store was written from a log the topic no longer is (recreated, or an embedded broker that restarted
+    empty): the views get the store's rows and every record of the new log."""
+    topics = Topics(topic_prefix)
+    await ensure_topics(bootstrap, topics, partitions=1)
+    now = floor_minute(utc_now()) + timedelta(seconds=30)
+    before = [scored("acme", f"old-{i}", now - (10 + i) * MINUTE) for i in range(5)]
+    after = [scored("acme", f"new-{i}", now - i * MINUTE) for i in range(3)]
+    await migrate(database_url)
+    batch = Batch()
+    for mention in before:
+        batch.add("mentions.scored", b"acme", dump(mention))
+    batch.offsets[(topics.mentions_scored, 0)] = 10_000
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await write_batch(conn, batch, KEEP_ALL, Partitions())
+    await produce(bootstrap, topics, [("mentions.scored", b"acme", dump(m)) for m in after])
+
+    warm = serve_api(settings_for(bootstrap, topic_prefix, tmp_path, database_url=database_url), clock=lambda: now)
+    async with httpx.AsyncClient(base_url=warm.url, timeout=10) as client:
+        await wait_ready(client)
+        shown = (await client.get("/v1/brands/acme/mentions", params={"limit": 100})).json()
+        text = (await client.get("/metrics")).text
+    assert [m["id"] for m in shown] == ["new-0", "new-1", "new-2", *(m.id for m in before)]
+    assert metric(text, "ecoute_api_view_store_rows_total", topic="mentions.scored") == 5
+    assert metric(text, "ecoute_api_view_records_total", topic="mentions.scored") == 3
