@@ -645,8 +645,10 @@ def test_topic_configs(prefix: str) -> None:
     }
     # The same for the readings of owned posts: a replica rebuilds each post's 24 h change from the topic.
     assert topics.configs(topics.content_items) == topics.configs(topics.metrics_accounts)
-    for name in (topics.mentions_raw, topics.mentions_scored, topics.kpi_partials, topics.alerts, topics.mentions_dlq):
+    for name in (topics.mentions_raw, topics.mentions_scored, topics.kpi_partials, topics.alerts):
         assert topics.configs(name) == {}
+    # The DLQ holds dead letters as large as the analyzer may send (8 MiB), past the broker's 1 MiB default.
+    assert topics.configs(topics.mentions_dlq) == {"max.message.bytes": str(8 * 1024 * 1024 + 64 * 1024)}
     # A name outside this prefix is none of ours; and a caller changing the returned dict changes nothing.
     assert Topics("other-").configs(topics.kpi_snapshots) == {}
     topics.configs(topics.kpi_snapshots).clear()
