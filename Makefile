@@ -30,7 +30,7 @@ test-tools: ## install the Debian packages the suite needs and lacks (Java, Mave
 
 # REQUIRE_TEST_TOOLS: a test whose tool is missing fails instead of skipping, and any skip fails the run.
 test: test-tools $(STAMP) kafka-jars lint ## lint, then the whole test suite against a real Kafka broker, nothing skipped
-	REQUIRE_TEST_TOOLS=1 $(BIN)/pytest -p no:cacheprovider
+	REQUIRE_TEST_TOOLS=1 $(BIN)/pytest -p no:cacheprovider --durations=40
 
 test-faults: $(STAMP) kafka-jars ## only the fault suite (3-node Kafka cluster; brokers, workers, replicas killed; ~5 min)
 	$(BIN)/pytest -p no:cacheprovider -m faults -s
