@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 logger = logging.getLogger(__name__)
 
@@ -129,19 +129,26 @@ async def ensure_topics(
     Returns the partition count of every topic, so callers can check co-partitioning.
     """
     wanted_names = topics.all() if names is None else list(names)
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
         try:
-            await admin.start()
-            break
-        except KafkaConnectionError:
-            await admin.close()
-            if asyncio.get_running_loop().time() > deadline:
+            return await _ensure_once(bootstrap, topics, wanted_names, partitions, replication, deadline)
+        except KafkaError as exc:
+            # Kafka unreachable, or one broker of a cluster down or restarting (the admin client sends to a
+            # node it picks, which may be the one that is gone): try again, through whichever node answers.
+            if not (exc.retriable or isinstance(exc, KafkaConnectionError)) or loop.time() > deadline:
                 raise
-            logger.warning("Kafka at %s not reachable yet; retrying", bootstrap)
+            logger.warning("Kafka at %s not ready for topic creation yet (%r); retrying", bootstrap, exc)
             await asyncio.sleep(1.0)
+
+
+async def _ensure_once(
+    bootstrap: str, topics: Topics, wanted_names: list[str], partitions: int, replication: int, deadline: float
+) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(
