@@ -11,7 +11,8 @@ offset is known; no compression, batches of up to 1 MiB), and written to the sto
 Then `ecoute api` is started as a process --runs times each way, alternately: without ECOUTE_DATABASE_URL (it
 replays the topic) and with it (it loads the store, then reads Kafka from the stored offsets). Each run: the
 time from process start to /healthz 200 (imports, app) and to /readyz 200 (views ready), and the process's peak
-RSS (VmHWM) and CPU time once ready, and the machine's 1-minute load average then (the machine is shared); the
+RSS (VmHWM) and CPU time once ready, the CPU time Kafka and PostgreSQL (all their processes) spent meanwhile,
+and the machine's 1-minute load average then (the machine is shared); the
 views' sizes of both ways are compared (each store run with the replay run just before it). Not a test; the
 figures go to BENCHMARKS.md by hand.
 """
@@ -184,10 +185,21 @@ async def fill(bootstrap: str, url: str, prefix: str, n: int, brands: list[str],
     return {"produce_s": produce_s, "store_s": store_s}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/PID/stat, clock ticks)."""
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat); with `children`, that of its children too,
+    the ended ones it has waited for (a PostgreSQL backend, once its connection closed) and the live ones."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                child = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(child[1]) == pid:
+                ticks += sum(int(n) for n in child[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss(pid: int) -> int:
@@ -309,7 +321,13 @@ def main() -> int:
                     env = {**base_env, "ECOUTE_API_PORT": str(free_port())}
                     if mode == "store":
                         env["ECOUTE_DATABASE_URL"] = url
+                    servers = (kafka.nodes[0].proc.pid, postgres.proc.pid)
+                    before = [cpu_seconds(pid, children=True) for pid in servers]
                     result, proc = start_api(env, workdir / f"api-{spread}-{mode}-{run}.log")
+                    after = [cpu_seconds(pid, children=True) for pid in servers]
+                    result["kafka_cpu_s"], result["postgres_cpu_s"] = (
+                        b - a for a, b in zip(before, after, strict=True)
+                    )
                     stop(proc)
                     result["store_rows"] = counter(
                         result["metrics"], "ecoute_api_view_store_rows_total", "mentions.scored"
@@ -320,7 +338,8 @@ def main() -> int:
                     runs[mode].append(result)
                     print(
                         f"  {mode:6} run {run + 1}: healthy {result['healthy_s']:5.1f} s,"
-                        f" ready {result['ready_s']:6.1f} s (CPU {result['cpu_s']:5.1f} s),"
+                        f" ready {result['ready_s']:6.1f} s (CPU: API {result['cpu_s']:5.1f} s, Kafka"
+                        f" {result['kafka_cpu_s']:4.1f} s, PostgreSQL {result['postgres_cpu_s']:4.1f} s),"
                         f" peak RSS {result['peak_rss'] / MIB:5.0f} MiB, load {result['load']:4.1f};"
                         f" mentions from the store {result['store_rows']:,}, from Kafka {result['kafka_records']:,}",
                         flush=True,
@@ -344,10 +363,14 @@ def main() -> int:
     for spread, runs in results.items():
         ready = {mode: statistics.median(r["ready_s"] for r in found) for mode, found in runs.items()}
         rss = {mode: statistics.median(r["peak_rss"] for r in found) for mode, found in runs.items()}
-        cpu = {mode: statistics.median(r["cpu_s"] for r in found) for mode, found in runs.items()}
+        cpu = {
+            mode: statistics.median(r["cpu_s"] + r["kafka_cpu_s"] + r["postgres_cpu_s"] for r in found)
+            for mode, found in runs.items()
+        }
         print(
             f"  {spread}: ready {ready['replay']:.1f} s → {ready['store']:.1f} s"
-            f" ({ready['replay'] / ready['store']:.1f}×), API CPU {cpu['replay']:.1f} s → {cpu['store']:.1f} s,"
+            f" ({ready['replay'] / ready['store']:.1f}×),"
+            f" CPU (API + Kafka + PostgreSQL) {cpu['replay']:.1f} s → {cpu['store']:.1f} s,"
             f" peak RSS {rss['replay'] / MIB:.0f} → {rss['store'] / MIB:.0f} MiB"
             f" ({rss['replay'] / rss['store']:.2f}×)"
         )
