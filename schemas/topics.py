@@ -115,6 +115,12 @@ class Topics:
         ]
 
 
+def transient_admin_error(exc: BaseException) -> bool:
+    """Kafka unreachable, or one broker of a cluster down or restarting (the admin client sends to a node it picks,
+    which may be the one that is gone): worth trying again, through whichever node answers."""
+    return isinstance(exc, KafkaConnectionError) or (isinstance(exc, KafkaError) and exc.retriable)
+
+
 async def ensure_topics(
     bootstrap: str,
     topics: Topics,
@@ -135,9 +141,7 @@ async def ensure_topics(
         try:
             return await _ensure_once(bootstrap, topics, wanted_names, partitions, replication, deadline)
         except KafkaError as exc:
-            # Kafka unreachable, or one broker of a cluster down or restarting (the admin client sends to a
-            # node it picks, which may be the one that is gone): try again, through whichever node answers.
-            if not (exc.retriable or isinstance(exc, KafkaConnectionError)) or loop.time() > deadline:
+            if not transient_admin_error(exc) or loop.time() > deadline:
                 raise
             logger.warning("Kafka at %s not ready for topic creation yet (%r); retrying", bootstrap, exc)
             await asyncio.sleep(1.0)

@@ -42,7 +42,7 @@ from mode import Service
 
 from schemas import Topics
 from schemas.producers import start_producer, transactional_producer
-from schemas.topics import MAX_RECORD_BYTES
+from schemas.topics import MAX_RECORD_BYTES, transient_admin_error
 from services.analyzer.metrics import AnalyzerMetrics
 from services.analyzer.pipeline import RawRecord, Stage1, Stage1Result
 from services.analyzer.settings import AnalyzerSettings
@@ -277,7 +277,20 @@ class ScoringService(Service):
         finally:
             await probe.stop()
 
-    async def _ensure_seen_topic(self) -> None:
+    async def _ensure_seen_topic(self, timeout: float = 60.0) -> None:
+        """Create the seen-ids topic if missing; retries while a broker is down or restarting."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self._create_seen_topic()
+                return
+            except KafkaError as exc:
+                if not transient_admin_error(exc) or time.monotonic() > deadline:
+                    raise
+                logger.warning("Kafka not ready to create %s yet (%r); retrying", self.seen_topic, exc)
+                await asyncio.sleep(1.0)
+
+    async def _create_seen_topic(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap)
         await admin.start()
         try:
