@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
 SOURCES = ("rss", "reddit", "mastodon", "bluesky", "hackernews", "webhook", "simulate", "replay")
 Source = Literal["rss", "reddit", "mastodon", "bluesky", "hackernews", "webhook", "simulate", "replay"]
@@ -298,6 +298,13 @@ def dump(message: BaseModel) -> bytes:
 
 def to_dict(message: BaseModel) -> dict[str, Any]:
     return message.model_dump(by_alias=True, mode="json")
+
+
+def describe_error(exc: Exception) -> str:
+    """A record's problem in one line: each invalid field with pydantic's message, or the error itself."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors())
+    return str(exc)
 
 
 def load(model: type[M], raw: bytes | str) -> M:

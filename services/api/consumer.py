@@ -36,6 +36,7 @@ from schemas import (
     ScoredMention,
     Topics,
     WebhookDelivery,
+    describe_error,
     ensure_topics,
     load,
     utc_now,
@@ -89,12 +90,6 @@ def _sink_skips(name: str, record: Any, exc: Exception, level: int) -> None:
 
 class MalformedRecord(ValueError):
     """A record the views cannot use; the message says why."""
-
-
-def describe_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors())
-    return str(exc)
 
 
 @dataclass(frozen=True)

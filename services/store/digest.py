@@ -39,6 +39,7 @@ from schemas.webhooks import Outcome, SignedPoster
 from services.store.digest_render import Digest, DigestEvery, build_digest, render_body, render_email
 from services.store.metrics import StoreMetrics
 from services.store.settings import StoreSettings
+from services.store.sink import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ class DigestScheduler:
                     standing_by = True
                 delay = self.settings.digest_check_every
             except psycopg.OperationalError as exc:
-                logger.warning("digests: PostgreSQL not reachable (%s); retrying in %.0fs", _first_line(exc), delay)
+                logger.warning("digests: PostgreSQL not reachable (%s); retrying in %.0fs", first_line(exc), delay)
                 delay = min(delay * 2, 30.0)
             await self._wait(delay)
         return None
@@ -332,7 +333,7 @@ class DigestScheduler:
                         await self.tick(conn)
                         await self._wait(self.settings.digest_check_every)
                 except psycopg.OperationalError as exc:
-                    logger.warning("digests: PostgreSQL went away (%s); waiting for it", _first_line(exc))
+                    logger.warning("digests: PostgreSQL went away (%s); waiting for it", first_line(exc))
                 except Exception:
                     # A digest that cannot be made (a bug, a refused query) must not stop the store.
                     logger.exception("digests: a round failed; trying again in %.0fs", self.settings.digest_check_every)
@@ -479,7 +480,3 @@ async def deliver_now(
         return dict(await asyncio.gather(*(one(cid, channel) for cid, channel in channels.items())))
     finally:
         await sender.aclose()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
-from schemas import Topics, ensure_topics, utc_now
+from schemas import Topics, describe_error, ensure_topics, utc_now
 from schemas.history import drop_expired_partitions, migrate, retention_cutoff
 from services.store.metrics import StoreMetrics
 from services.store.rows import HISTORY_TOPICS, BadRecord, Batch
@@ -107,7 +107,7 @@ class HistorySink:
                 delay = 2.0
             except psycopg.OperationalError as exc:
                 self.metrics.database_up.set(0)
-                logger.warning("PostgreSQL not reachable (%s); retrying in %.1fs", _first_line(exc), delay)
+                logger.warning("PostgreSQL not reachable (%s); retrying in %.1fs", first_line(exc), delay)
                 delay = min(delay * 2, 5.0)
             await self._wait(delay)
         return None
@@ -190,7 +190,7 @@ class HistorySink:
         try:
             offsets = await stored_offsets(self._conn, list(self.names))
         except psycopg.OperationalError as exc:
-            raise DatabaseGone(_first_line(exc)) from exc
+            raise DatabaseGone(first_line(exc)) from exc
         ends = await consumer.end_offsets(partitions)
         fresh = []
         for tp in partitions:
@@ -251,7 +251,7 @@ class HistorySink:
         try:
             await self._commit(batch)
         except psycopg.OperationalError as exc:
-            raise DatabaseGone(_first_line(exc)) from exc
+            raise DatabaseGone(first_line(exc)) from exc
         except psycopg.Error as exc:
             # A record PostgreSQL refuses (not the connection): store the others one by one, skip that one.
             logger.warning("a batch of %d records failed (%s); storing them one at a time", len(records), exc)
@@ -260,7 +260,7 @@ class HistorySink:
                 try:
                     await self._commit(single)
                 except psycopg.OperationalError as exc2:
-                    raise DatabaseGone(_first_line(exc2)) from exc2
+                    raise DatabaseGone(first_line(exc2)) from exc2
                 except psycopg.Error as exc2:
                     self._skipped(record, str(exc2))
                     await self._commit(self._batch([record], skip_bad=True, offsets_only=True))
@@ -276,7 +276,7 @@ class HistorySink:
                 except (BadRecord, ValidationError, ValueError) as exc:
                     if not skip_bad:
                         raise
-                    self._skipped(record, _describe(exc))
+                    self._skipped(record, describe_error(exc))
             batch.offsets[(record.partition.topic, record.partition.partition)] = record.offset + 1
             batch.records += 1
         return batch
@@ -308,7 +308,7 @@ class HistorySink:
             async with self._conn.transaction():
                 dropped = await drop_expired_partitions(self._conn, self.settings.history_months, self.clock())
         except psycopg.OperationalError as exc:
-            raise DatabaseGone(_first_line(exc)) from exc
+            raise DatabaseGone(first_line(exc)) from exc
         if dropped:
             self.partitions.forget()
             self.metrics.partitions_dropped.inc(len(dropped))
@@ -327,11 +327,6 @@ class HistorySink:
             self.metrics.lag.labels(name).set(count)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An error's first line, for logs of a connection problem (psycopg's messages run over several)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors())
-    return str(exc)
