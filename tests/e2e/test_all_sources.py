@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -278,6 +280,7 @@ def test_one_source_of_each_type_fills_the_api(tmp_path: Path, clean_env: None) 
             config_path = tmp_path / "ecoute.yaml"
             config_path.write_bytes(orjson.dumps(config))  # JSON is YAML
             ingest_port, api_port, metrics_port = free_port(), free_port(), free_port()
+            pg_dir = Path(tempfile.mkdtemp(prefix="ecoute-sources-pg-"))
             env = {k: v for k, v in os.environ.items() if not k.startswith("ECOUTE_")}
             env |= {
                 "ECOUTE_CONFIG": str(config_path),
@@ -285,6 +288,10 @@ def test_one_source_of_each_type_fills_the_api(tmp_path: Path, clean_env: None) 
                 "ECOUTE_API_PORT": str(api_port),
                 "ECOUTE_ANALYZER_METRICS_PORT": str(metrics_port),
                 "ECOUTE_ANALYZER_DATA_DIR": str(tmp_path / "analyzer"),
+                # A history of the test's own (not the machine's ~/.local or /var/lib one, whose mentions the API
+                # would load), outside pytest's private tmp_path, which the postgres user may not enter.
+                "ECOUTE_POSTGRES_DATA_DIR": str(pg_dir / "data"),
+                "ECOUTE_STORE_METRICS_PORT": str(free_port()),
                 "ECOUTE_LOG_LEVEL": "INFO",
             }
             ingest_url, api_url = f"http://127.0.0.1:{ingest_port}", f"http://127.0.0.1:{api_port}"
@@ -337,6 +344,7 @@ def test_one_source_of_each_type_fills_the_api(tmp_path: Path, clean_env: None) 
                 assert kpis() == expected
             finally:
                 code = run.stop(signal.SIGINT, timeout=60)
+                shutil.rmtree(pg_dir, ignore_errors=True)
         log = run.log_path.read_text()
         assert code == 0, log[-3000:]
     finally:
